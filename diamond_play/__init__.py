@@ -1,0 +1,14 @@
+"""diamond_play: play games imagined by a diffusion world model (a re-implementation of DIAMOND)."""
+
+__version__ = "0.1.0"
+
+
+def load_agent(*args, **kwargs):  # noqa: ANN002, ANN003 - re-exported; see diamond_play.weights.loading
+    from diamond_play.weights.loading import load_agent as _load_agent
+
+    return _load_agent(*args, **kwargs)
+
+
+load_agent.__doc__ = "Load weights (official .pt or a weights directory); see diamond_play.weights.load_agent."
+
+__all__ = ["__version__", "load_agent"]

@@ -1,0 +1,1 @@
+"""Environments and their action spaces: Atari (ALE) and CS:GO's 51-dim action vector."""

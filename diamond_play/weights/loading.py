@@ -1,0 +1,33 @@
+"""`load_agent`: one entry point for every kind of weights a user may point at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from diamond_play.errors import UserError
+from diamond_play.models.agent import Agent
+from diamond_play.weights.format import MODEL_FILE, is_weights_dir, load_weights_dir
+from diamond_play.weights.official import load_official_agent
+
+
+def load_agent(path: str | Path, device: torch.device | str = "cpu", config: str | Path | None = None,
+               game: str | None = None) -> Agent:
+    """Load an official `.pt` checkpoint (with or without its agent YAML as `config`) or a weights directory.
+
+    The returned Agent has `.denoiser`, `.upsampler`, `.rew_end_model`, `.actor_critic` (None where absent) and
+    `.config` (a WeightsConfig), in eval mode on `device`.
+    """
+    path = Path(path)
+    if path.is_file() and path.name == MODEL_FILE:
+        path = path.parent
+    if path.is_dir():
+        if is_weights_dir(path):
+            return load_weights_dir(path, device)
+        raise UserError(f"{str(path)!r} is a directory without config.yaml: point at a weights directory "
+                        "(model.safetensors + config.yaml) or an official .pt file")
+    if not path.exists():
+        raise UserError(f"weights {str(path)!r} not found: check the path, or fetch official weights with "
+                        "`diamond-play download atari GAME` / `diamond-play download csgo`")
+    return load_official_agent(path, config=config, game=game, device=device)
