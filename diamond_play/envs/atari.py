@@ -31,12 +31,21 @@ def env_id(game: str) -> str:
 
 
 @cache
-def action_meanings(game: str) -> tuple[str, ...]:
-    """The game's minimal ALE action set, e.g. ('NOOP', 'FIRE', 'RIGHT', 'LEFT') for Breakout."""
+def quiet_ale() -> None:
+    """Register the ALE environments with gymnasium and silence ALE's start-up banner."""
     import ale_py
     import gymnasium as gym
 
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     gym.register_envs(ale_py)
+
+
+@cache
+def action_meanings(game: str) -> tuple[str, ...]:
+    """The game's minimal ALE action set, e.g. ('NOOP', 'FIRE', 'RIGHT', 'LEFT') for Breakout."""
+    import gymnasium as gym
+
+    quiet_ale()
     env = gym.make(env_id(game))
     try:
         return tuple(env.unwrapped.get_action_meanings())

@@ -44,6 +44,14 @@ def replace_dir_atomically(tmp_dir: Path, out_dir: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def _apply_umask(root: Path) -> None:
+    """mkdtemp makes private (0700) folders; give the result the permissions a plain mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def save_weights_dir(agent: Agent, out_dir: str | Path, overwrite: bool = False,
                      spawn_from: str | Path | None = None) -> Path:
     """Write agent + config to out_dir atomically (temp dir + rename). Refuses to replace a directory unless told."""
@@ -59,6 +67,7 @@ def save_weights_dir(agent: Agent, out_dir: str | Path, overwrite: bool = False,
         (tmp_dir / CONFIG_FILE).write_text(dump_yaml(agent.config))
         if spawn_from is not None:
             shutil.copytree(spawn_from, tmp_dir / SPAWN_DIR)
+        _apply_umask(tmp_dir)
         replace_dir_atomically(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

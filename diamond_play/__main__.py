@@ -1,0 +1,5 @@
+import sys
+
+from diamond_play.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""Model structure (parameter counts, key layout) and the denoiser's equations and training loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import tiny_agent
+
+from diamond_play.config import WeightsConfig, atari_agent_config, csgo_agent_config
+from diamond_play.models.agent import Agent
+from diamond_play.models.denoiser import edm_conditioners, quantize_to_uint8_levels
+
+
+def meta_agent(cfg: WeightsConfig) -> Agent:
+    with torch.device("meta"):
+        return Agent(cfg)
+
+
+def test_atari_paper_parameter_counts_match_official():
+    agent = meta_agent(WeightsConfig(agent=atari_agent_config(num_actions=4), game="Breakout"))
+    counts = agent.parameter_counts()
+    assert counts["denoiser"] == 4_405_955
+    assert counts["rew_end_model"] == 5_900_864
+    assert counts["actor_critic"] == 3_229_637
+    assert len(agent.denoiser.state_dict()) == 236
+    # +64 per action for the denoiser, +128 for the reward model, +513 for the actor-critic
+    bigger = meta_agent(WeightsConfig(agent=atari_agent_config(num_actions=18), game="Alien")).parameter_counts()
+    assert bigger["denoiser"] - counts["denoiser"] == 14 * 64
+    assert bigger["rew_end_model"] - counts["rew_end_model"] == 14 * 128
+    assert bigger["actor_critic"] - counts["actor_critic"] == 14 * 513
+
+
+def test_csgo_paper_parameter_counts_match_official():
+    agent = meta_agent(WeightsConfig(agent=csgo_agent_config(), game="csgo", kind="csgo", num_actions=51))
+    counts = agent.parameter_counts()
+    assert counts["denoiser"] == 330_489_219
+    assert counts["upsampler"] == 51_149_187
+    assert counts["total"] == 381_638_406
+    assert len(agent.denoiser.state_dict()) == 303
+    assert len(agent.upsampler.state_dict()) == 270
+    keys = agent.state_dict().keys()
+    assert "denoiser.inner_model.unet.u_blocks.1.resblocks.2.attn.qkv_proj.weight" in keys
+    assert "upsampler.inner_model.act_emb.0.weight" not in keys
+
+
+def test_conditioners_use_effective_sigma_with_offset_noise():
+    sigma = torch.tensor([0.0, 1.0])
+    cs = edm_conditioners(sigma, None, sigma_data=0.5, sigma_offset_noise=0.3)
+    sigma_e = torch.sqrt(sigma**2 + 0.09)
+    torch.testing.assert_close(cs.c_in.flatten(), 1 / torch.sqrt(sigma_e**2 + 0.25))
+    torch.testing.assert_close(cs.c_skip.flatten(), 0.25 / (sigma_e**2 + 0.25))
+    torch.testing.assert_close(cs.c_out.flatten(), sigma_e * torch.sqrt(0.25 / (sigma_e**2 + 0.25)))
+    torch.testing.assert_close(cs.c_noise, torch.log(sigma_e) / 4)
+    assert torch.equal(cs.c_noise_cond, torch.zeros(2))
+
+
+def test_quantisation_truncates_like_official():
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0, 2 * 100.9 / 255 - 1])
+    q = quantize_to_uint8_levels(x)
+    levels = torch.round((q + 1) / 2 * 255)
+    assert levels.tolist() == [0, 0, 127, 254, 255, 255, 100]  # 127.5 -> 127 and 100.9 -> 100: truncation
+
+
+@pytest.mark.parametrize("height,width", [(64, 64), (30, 56), (13, 21)])
+def test_unet_pads_and_crops_any_size(height, width):
+    agent = tiny_agent("atari")
+    den = agent.denoiser
+    x = torch.randn(2, 3, height, width)
+    obs = torch.randn(2, 12, height, width)
+    out = den.denoise(x, torch.tensor([1.0, 0.5]), obs, torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]]))
+    assert out.shape == (2, 3, height, width)
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_atari_denoiser_loss_trains_and_respects_padding():
+    agent = tiny_agent("atari").train()
+    den = agent.denoiser
+    obs = torch.rand(3, 6, 3, 64, 64) * 2 - 1
+    act = torch.randint(0, 4, (3, 6))
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[0, :3] = False  # left padding at an episode start
+    g = torch.Generator().manual_seed(0)
+    loss, metrics = den.loss(obs, act, mask, generator=g)
+    assert loss.ndim == 0 and torch.isfinite(loss) and metrics["loss_denoising"] == pytest.approx(loss.item())
+    loss.backward()
+    grads = [p.grad for p in den.parameters() if p.requires_grad]
+    assert all(gr is not None for gr in grads)
+    # Same generator seed -> same loss; a batch made only of padding gives 0, not NaN.
+    den.zero_grad()
+    again, _ = den.loss(obs, act, mask, generator=torch.Generator().manual_seed(0))
+    assert again.item() == pytest.approx(loss.item())
+    empty, _ = den.loss(obs, act, torch.zeros(3, 6, dtype=torch.bool))
+    assert empty.item() == 0.0
+
+
+def test_csgo_dynamics_and_upsampler_losses():
+    agent = tiny_agent("csgo").train()
+    obs = torch.rand(2, 8, 3, 30, 56) * 2 - 1
+    act = torch.zeros(2, 8, 51)
+    act[:, :, 0] = 1
+    act[:, :, 13 + 11] = 1
+    act[:, :, 36 + 7] = 1
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    loss, _ = agent.denoiser.loss(obs, act, mask)  # 4 conditioning frames, 4 autoregressive predictions
+    assert torch.isfinite(loss)
+    full = torch.rand(2, 2, 3, 150, 280) * 2 - 1
+    up_loss, _ = agent.upsampler.loss(obs[:, :2], None, mask[:, :2], full_res=full)
+    assert torch.isfinite(up_loss)
+    up_loss.backward()
+    assert agent.upsampler.inner_model.conv_in.weight.grad is not None
+
+
+def test_rew_end_and_actor_critic_shapes():
+    agent = tiny_agent("atari")
+    obs = torch.rand(2, 5, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        rew, end, (h, c) = agent.rew_end_model.predict_rew_end(obs, torch.zeros(2, 5, dtype=torch.long), obs)
+        assert rew.shape == (2, 5, 3) and end.shape == (2, 5, 2) and h.shape == (1, 2, 16)
+        logits, value, (h, c) = agent.actor_critic.predict_act_value(obs[:, 0], None)
+    assert logits.shape == (2, 4) and value.shape == (2,) and h.shape == (2, 16)
