@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,11 +48,94 @@ def cmd_info(args: argparse.Namespace) -> None:
         print("provenance:\n  " + dump_yaml(cfg.provenance).replace("\n", "\n  ").rstrip())
 
 
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but this torch build sees no GPU: use --device cpu, or install "
+                        "a CUDA build of torch (see the README)")
+    return name
+
+
+def cmd_play(args: argparse.Namespace) -> None:
+    from diamond_play.config import csgo_sampling
+    from diamond_play.envs.atari import canonical_game
+    from diamond_play.play.app import PlayOptions, run_headless, run_window
+    from diamond_play.play.controls import AtariControls
+    from diamond_play.play.session import PlaySession
+    from diamond_play.weights.loading import default_weights, load_agent
+
+    kind = args.command
+    game = canonical_game(args.game) if kind == "atari" else "csgo"
+    weights = args.weights or default_weights(kind, game)
+    device = resolve_device(args.device)
+    agent = load_agent(weights, device=device, config=getattr(args, "config", None),
+                       game=game if kind == "atari" else None)
+    if agent.config.kind != kind or (kind == "atari" and agent.config.game not in (game, "unknown")):
+        raise UserError(f"{weights} holds a {agent.config.game} ({agent.config.kind}) engine, not {game}: pass "
+                        "matching --weights")
+    if kind == "atari" and args.help_keys:
+        print(f"{game}: W/A/S/D move, Space fires; the game's actions and their keys:")
+        print("\n".join(AtariControls(agent.config.action_names).help_lines()))
+        print("Enter reset, . pause, e step while paused, m human/policy, left/right view (world model, side by "
+              "side, real emulator), up/down horizon +-10, h HUD, Esc quit")
+        return
+    sampling = csgo_sampling("fast" if args.fast else "quality") if kind == "csgo" else None
+    opts = PlayOptions(fps=args.fps, size=args.size, headless=args.headless, frames=args.frames,
+                       actions=args.actions, record=args.record, hud=not args.no_hud,
+                       mouse_multiplier=getattr(args, "mouse_multiplier", 10.0), screenshot=args.screenshot)
+    if args.actions == "policy" and agent.actor_critic is None:
+        raise UserError("--actions policy needs weights with an actor-critic")
+    session = PlaySession(agent, device=device, seed=args.seed, horizon=args.horizon,
+                          spawn=getattr(args, "spawn", None), sampling=sampling,
+                          record_dataset=args.record_dataset, fps=args.fps)
+    stats = run_headless(session, opts) if args.headless else run_window(session, opts)
+    print(stats.summary())
+    if args.record:
+        print(f"video written to {args.record}")
+    if session.recorder is not None:
+        print(f"{session.recorder.saved} episode(s) saved to {args.record_dataset}")
+
+
+def add_play_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, help="weights directory or official .pt (default: shipped, then "
+                   "downloaded official weights)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--seed", type=int, help="seed for the sampler and start states (deterministic play)")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second to aim for (default 10, as the paper)")
+    p.add_argument("--size", type=int, help="window scale over the model's resolution (Atari 8, CS:GO 2)")
+    p.add_argument("--horizon", type=int, help="imagined steps before the world model is re-seeded")
+    p.add_argument("--headless", action="store_true", help="no window (servers, CI); needs --frames and --actions")
+    p.add_argument("--frames", type=int, help="stop after N frames")
+    p.add_argument("--actions", default="human", help="human (keyboard), random, policy, or a file of actions "
+                   "(.npy, or text: one per line)")
+    p.add_argument("--record", type=Path, help="write what is shown to a video (.mp4/.avi)")
+    p.add_argument("--record-dataset", type=Path, help="append the played episodes to a dataset folder (HDF5)")
+    p.add_argument("--screenshot", type=Path, help="save the last shown screen as a PNG on exit")
+    p.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (toggle with h)")
+    p.set_defaults(func=cmd_play)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diamond-play", description="Play games imagined by a diffusion world "
                                      "model (DIAMOND).")
     parser.add_argument("--version", action="version", version=f"diamond-play {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("atari", help="play an Atari game imagined by a world model")
+    p.add_argument("game", help="Atari game, e.g. Breakout")
+    p.add_argument("--config", type=Path, help="official agent YAML when --weights is a .pt")
+    p.add_argument("--help-keys", action="store_true", help="print the game's actions and their keys, then exit")
+    add_play_arguments(p)
+
+    p = sub.add_parser("csgo", help="play CS:GO Dust II imagined by a world model (keyboard + mouse)")
+    p.add_argument("--spawn", type=int, help="start from this spawn point (default: a random one)")
+    p.add_argument("--fast", action="store_true", help="official fast preset: 1 dynamics step + 1 upsampler step "
+                   "(default: the paper's 3 + 10 steps)")
+    p.add_argument("--mouse-multiplier", type=float, default=10.0, help="mouse sensitivity (default 10)")
+    add_play_arguments(p)
 
     p = sub.add_parser("import", help="convert an official DIAMOND checkpoint (.pt) into a weights directory")
     p.add_argument("checkpoint", type=Path, help="official agent checkpoint, e.g. Breakout.pt or csgo.pt")
@@ -77,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -1,15 +1,23 @@
-"""World-model runtime. This module holds the frame-level step shared by play, training rollouts, eval and bench:
-one imagined frame = the dynamics sampler (+ the upsampler sampler for two-stage engines)."""
+"""World-model runtime shared by play, training rollouts, eval, bench and the gymnasium env.
+
+One imagined frame = the dynamics sampler (+ bicubic x5 and the upsampler sampler for two-stage engines);
+`WorldModelEngine` keeps the frame-stacked buffers around it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from diamond_play.config import SamplingConfig
-from diamond_play.models.denoiser import Denoiser, Randn, bicubic_upsample
+from diamond_play.config import SamplerConfig, SamplingConfig
+from diamond_play.data.spawns import StartState
+from diamond_play.errors import UserError
+from diamond_play.models.agent import Agent
+from diamond_play.models.denoiser import Denoiser, Randn, bicubic_upsample, make_randn
 from diamond_play.sampling import sample
 
 
@@ -25,20 +33,186 @@ def denoise_fn(denoiser: Denoiser, act: Tensor | None):
 
 
 @torch.no_grad()
+def predict_low_res(denoiser: Denoiser, sampler: SamplerConfig, obs: Tensor, act: Tensor, randn: Randn) -> Tensor:
+    """The dynamics model's next frame from obs (B, L, C, h, w), oldest first, and act (B, L) / (B, L, A) whose
+    last slot holds the new action."""
+    b, n, c, h, w = obs.shape
+    x, _ = sample(denoise_fn(denoiser, act), obs.reshape(b, n * c, h, w), (b, c, h, w), sampler, randn)
+    return x
+
+
+@torch.no_grad()
+def upsample_frame(upsampler: Denoiser, sampler: SamplerConfig, low_res: Tensor, prev_full_res: Tensor,
+                   randn: Randn) -> Tensor:
+    """Full-res frame conditioned on the previous full-res frame and the bicubic-upsampled low-res prediction."""
+    factor = upsampler.cfg.upsampling_factor
+    assert factor is not None
+    b, c, h, w = low_res.shape
+    cond = torch.cat((prev_full_res, bicubic_upsample(low_res, factor)), dim=1)
+    x, _ = sample(denoise_fn(upsampler, None), cond, (b, c, h * factor, w * factor), sampler, randn)
+    return x
+
+
 def imagine_next_frame(denoiser: Denoiser, upsampler: Denoiser | None, sampling: SamplingConfig, obs: Tensor,
                        act: Tensor, randn: Randn, prev_full_res: Tensor | None = None) -> ImaginedFrame:
-    """obs (B, L, C, h, w) oldest first, act (B, L) or (B, L, A) with the new action in the last slot;
-    prev_full_res (B, C, H, W) is the last full-res frame, needed when there is an upsampler."""
-    b, n, c, h, w = obs.shape
-    low_res, _ = sample(denoise_fn(denoiser, act), obs.reshape(b, n * c, h, w), (b, c, h, w), sampling.dynamics,
-                        randn)
+    """One imagined frame: dynamics, then (two-stage engines) the upsampler; prev_full_res (B, C, H, W)."""
+    low_res = predict_low_res(denoiser, sampling.dynamics, obs, act, randn)
     if upsampler is None:
         return ImaginedFrame(low_res, None)
     if prev_full_res is None or sampling.upsampler is None:
         raise ValueError("a two-stage engine needs the previous full-res frame and an upsampler sampler config")
-    factor = upsampler.cfg.upsampling_factor
-    assert factor is not None
-    cond = torch.cat((prev_full_res, bicubic_upsample(low_res, factor)), dim=1)
-    full_res, _ = sample(denoise_fn(upsampler, None), cond, (b, c, h * factor, w * factor), sampling.upsampler,
-                         randn)
-    return ImaginedFrame(low_res, full_res)
+    return ImaginedFrame(low_res, upsample_frame(upsampler, sampling.upsampler, low_res, prev_full_res, randn))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The runtime
+
+
+def frames_to_tensor(frames: np.ndarray, device: torch.device | str) -> Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return t.movedim(-1, -3).float().div(255).mul(2).sub(1)
+
+
+def tensor_to_frame(x: Tensor) -> np.ndarray:
+    """float (3, H, W) in [-1, 1] -> uint8 (H, W, 3), the official (x + 1) / 2 * 255 truncation, clamped."""
+    return x.clamp(-1, 1).add(1).div(2).mul(255).byte().movedim(0, -1).cpu().numpy()
+
+
+@dataclass
+class StepResult:
+    frame: np.ndarray  # uint8 (H, W, 3): what to show (full-res for two-stage engines)
+    reward: float | None  # sampled clipped reward -1/0/+1, None without a reward/termination model
+    end: bool | None
+    truncated: bool  # the imagination horizon was reached
+    latency_s: float
+    component_s: dict[str, float] = field(default_factory=dict)
+
+
+class WorldModelEngine:
+    """Keeps the frame-stacked buffers and imagines one frame per `step(action)` at batch 1, without gradients.
+
+    Buffers are allocated once; a step shifts them in place. Deterministic for a given seed.
+    """
+
+    def __init__(self, agent: Agent, sampling: SamplingConfig | None = None, device: torch.device | str = "cpu",
+                 seed: int | None = None, horizon: int = 1000) -> None:
+        self.agent = agent.to(device).eval()
+        self.config = agent.config
+        self.sampling = sampling or agent.config.sampling
+        self.device = torch.device(device)
+        self.horizon = horizon
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, ()).item()))
+        self.randn = make_randn(self.device, generator=self.generator)
+        den = agent.denoiser
+        self.num_cond = den.num_steps_conditioning
+        self.low_res_size = self._low_res_size()
+        h, w = self.low_res_size
+        self.multi_hot = self.config.kind == "csgo"
+        self.obs = torch.zeros(1, self.num_cond, 3, h, w, device=self.device)
+        act_shape = (1, self.num_cond, self.config.num_actions) if self.multi_hot else (1, self.num_cond)
+        self.act = torch.zeros(act_shape, device=self.device, dtype=torch.float32 if self.multi_hot else torch.long)
+        self.full_res: Tensor | None = None
+        if agent.upsampler is not None:
+            fh, fw = self.config.frame_size
+            self.full_res = torch.zeros(1, 3, fh, fw, device=self.device)
+        self.rew_end_state: tuple[Tensor, Tensor] | None = None
+        self.steps = 0
+        self.started = False
+
+    def _low_res_size(self) -> tuple[int, int]:
+        h, w = self.config.frame_size
+        if self.agent.upsampler is not None:
+            factor = self.agent.upsampler.cfg.upsampling_factor or 1
+            return h // factor, w // factor
+        return h, w
+
+    @property
+    def has_rew_end(self) -> bool:
+        return self.agent.rew_end_model is not None
+
+    @torch.no_grad()
+    def reset(self, start: StartState) -> np.ndarray:
+        """Fill the buffers from a start state; returns the frame to show."""
+        n = self.num_cond
+        if len(start.frames) < n or len(start.actions) < n:
+            raise UserError(f"a start state needs {n} frames and actions, got {len(start.frames)}")
+        frames = frames_to_tensor(start.frames[-n:], self.device)
+        if tuple(frames.shape[-2:]) != self.low_res_size:
+            raise UserError(f"start frames are {tuple(frames.shape[-2:])} but the model expects {self.low_res_size}")
+        self.obs[0].copy_(frames)
+        self.act[0].copy_(torch.as_tensor(np.asarray(start.actions[-n:]), device=self.device).to(self.act.dtype))
+        if self.full_res is not None:
+            if start.full_res_frame is None:
+                raise UserError("this two-stage engine needs a full-res start frame (spawn point)")
+            self.full_res[0].copy_(frames_to_tensor(start.full_res_frame, self.device))
+        self.rew_end_state = None
+        if self.agent.rew_end_model is not None and n > 1:
+            # Burn the LSTM in on the conditioning frames, as the official world-model env does.
+            _, _, self.rew_end_state = self.agent.rew_end_model.predict_rew_end(
+                self.obs[:, :-1], self.act[:, :-1], self.obs[:, 1:])
+        self.steps = 0
+        self.started = True
+        return self.current_frame()
+
+    def current_frame(self) -> np.ndarray:
+        return tensor_to_frame(self.full_res[0] if self.full_res is not None else self.obs[0, -1])
+
+    def current_low_res(self) -> Tensor:
+        return self.obs[:, -1]
+
+    def _sample_categorical(self, logits: Tensor) -> int:
+        return int(torch.multinomial(logits.softmax(-1).reshape(1, -1), 1, generator=self.generator).item())
+
+    @torch.no_grad()
+    def step(self, action: int | np.ndarray | Tensor) -> StepResult:
+        if not self.started:
+            raise RuntimeError("call reset() before step()")
+        timer = Timer(self.device)
+        self.act[0, -1] = torch.as_tensor(action, device=self.device).to(self.act.dtype)
+        low_res = predict_low_res(self.agent.denoiser, self.sampling.dynamics, self.obs, self.act, self.randn)
+        components = {"dynamics": timer.lap()}
+        full_res = None
+        if self.agent.upsampler is not None and self.full_res is not None:
+            assert self.sampling.upsampler is not None
+            full_res = upsample_frame(self.agent.upsampler, self.sampling.upsampler, low_res, self.full_res,
+                                      self.randn)
+            components["upsampler"] = timer.lap()
+        reward = end = None
+        if self.agent.rew_end_model is not None:
+            rew_logits, end_logits, self.rew_end_state = self.agent.rew_end_model.predict_rew_end(
+                self.obs[:, -1:], self.act[:, -1:], low_res[:, None], self.rew_end_state)
+            reward = float(self._sample_categorical(rew_logits) - 1)
+            end = bool(self._sample_categorical(end_logits))
+            components["rew_end"] = timer.lap()
+        for i in range(self.num_cond - 1):  # shift in place: no per-frame allocation
+            self.obs[:, i].copy_(self.obs[:, i + 1])
+            self.act[:, i].copy_(self.act[:, i + 1])
+        self.obs[:, -1].copy_(low_res)
+        if self.full_res is not None and full_res is not None:
+            self.full_res.copy_(full_res)
+        self.steps += 1
+        shown = self.current_frame()
+        return StepResult(shown, reward, end, self.steps >= self.horizon, timer.total(), components)
+
+
+class Timer:
+    """Wall-clock laps that wait for the GPU, so component times are real."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.start = self.last = self._now()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def lap(self) -> float:
+        now = self._now()
+        lap, self.last = now - self.last, now
+        return lap
+
+    def total(self) -> float:
+        return self._now() - self.start

@@ -51,3 +51,83 @@ def action_meanings(game: str) -> tuple[str, ...]:
         return tuple(env.unwrapped.get_action_meanings())
     finally:
         env.close()
+
+
+class AtariEnv:
+    """An ALE game with DIAMOND's preprocessing (REFERENCE.md §6), returning RGB uint8 (size, size, 3) frames.
+
+    {Game}NoFrameskip-v4 without sticky actions, minimal action set; each step repeats the action `frame_skip`
+    times, sums the rewards and max-pools the last two raw frames; reset plays 1..noop_max random no-ops.
+    With `end_on_life_loss` (training envs) a lost life is reported as `terminated` without resetting the game.
+    """
+
+    def __init__(self, game: str, size: int = 64, frame_skip: int = 4, noop_max: int = 30,
+                 end_on_life_loss: bool = False, seed: int | None = None) -> None:
+        import gymnasium as gym
+        import numpy as np
+
+        quiet_ale()
+        self.game = canonical_game(game, known=ATARI_100K_GAMES + tuple(_extra_games()))
+        self.env = gym.make(env_id(self.game), repeat_action_probability=0.0, full_action_space=False)
+        self.size, self.frame_skip, self.noop_max = size, frame_skip, noop_max
+        self.end_on_life_loss = end_on_life_loss
+        self.action_meanings = tuple(self.env.unwrapped.get_action_meanings())
+        self.num_actions = len(self.action_meanings)
+        self.rng = np.random.default_rng(seed)
+        self._seed = seed
+        self._lives = 0
+        self._game_over = True
+
+    def _resize(self, raw):
+        import cv2
+
+        return cv2.resize(raw, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def reset(self):
+        """Start a new game (or continue after a life loss reported as an end) -> (frame, info)."""
+        seed = None
+        if self._seed is not None:
+            seed, self._seed = self._seed, None
+        raw, info = self.env.reset(seed=seed)
+        for _ in range(int(self.rng.integers(1, self.noop_max + 1))):
+            raw, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                raw, info = self.env.reset()
+        self._lives = info.get("lives", 0)
+        self._game_over = False
+        return self._resize(raw), {"lives": self._lives}
+
+    def step(self, action: int):
+        """-> (frame, reward, terminated, truncated, info) with info["life_loss"] and info["game_over"]."""
+        import numpy as np
+
+        reward, terminated, truncated = 0.0, False, False
+        last_two = []
+        info: dict = {}
+        for i in range(self.frame_skip):
+            raw, r, terminated, truncated, info = self.env.step(int(action))
+            reward += float(r)
+            if i >= self.frame_skip - 2:
+                last_two.append(raw)
+            if terminated or truncated:
+                break
+        frame = np.maximum(last_two[0], last_two[1]) if len(last_two) == 2 else raw
+        lives = info.get("lives", 0)
+        life_loss = lives < self._lives
+        self._lives = lives
+        self._game_over = terminated or truncated
+        end = terminated or (self.end_on_life_loss and life_loss)
+        return self._resize(frame), reward, end, truncated, {"lives": lives, "life_loss": life_loss,
+                                                             "game_over": self._game_over}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _extra_games() -> list[str]:
+    """Every other ALE game gymnasium knows as {Game}NoFrameskip-v4, so play and record work beyond Atari 100k."""
+    import gymnasium as gym
+
+    quiet_ale()
+    return sorted(k.removesuffix("NoFrameskip-v4") for k in gym.registry
+                  if k.endswith("NoFrameskip-v4") and "-ram" not in k and "/" not in k)

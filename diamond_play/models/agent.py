@@ -5,6 +5,8 @@ Its state dict uses the official flat key layout (`denoiser.`, `upsampler.`, `re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from diamond_play.config import WeightsConfig
@@ -24,6 +26,7 @@ class Agent(nn.Module):
     def __init__(self, config: WeightsConfig) -> None:
         super().__init__()
         self.config = config
+        self.weights_path: Path | None = None  # where it was loaded from (spawn points live beside the weights)
         cfg = config.agent
         self.denoiser = Denoiser(cfg.denoiser)
         self.upsampler = Denoiser(cfg.upsampler) if cfg.upsampler is not None else None

@@ -96,4 +96,5 @@ def load_weights_dir(weights_dir: str | Path, device: torch.device | str = "cpu"
         agent = Agent(config)  # built on meta: the real tensors come from the file
     agent = agent.to_empty(device="cpu")
     load_state_dict_checked(agent, state_dict, repr(str(model_path)))
+    agent.weights_path = weights_dir
     return agent.to(device).eval()

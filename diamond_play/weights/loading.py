@@ -31,3 +31,16 @@ def load_agent(path: str | Path, device: torch.device | str = "cpu", config: str
         raise UserError(f"weights {str(path)!r} not found: check the path, or fetch official weights with "
                         "`diamond-play download atari GAME` / `diamond-play download csgo`")
     return load_official_agent(path, config=config, game=game, device=device)
+
+
+def default_weights(kind: str, game: str | None = None) -> Path:
+    """Weights to play when none are given: the project's shipped engine, else the downloaded official one."""
+    from diamond_play.weights.hub import default_weights_dir, shipped_weights_root
+
+    sub = "csgo" if kind == "csgo" else f"atari/{game}"
+    for candidate in (shipped_weights_root() / sub, default_weights_dir(kind, game)):
+        if is_weights_dir(candidate):
+            return candidate
+    what = "csgo" if kind == "csgo" else f"atari {game}"
+    raise UserError(f"no weights for {what}: run `diamond-play download {what}` (official weights from the Hugging "
+                    "Face hub), or pass --weights DIR")

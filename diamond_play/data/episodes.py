@@ -1,0 +1,187 @@
+"""The project's episode format.
+
+A dataset is a folder: `dataset.yaml` (game, action space, fps, resolution) and `episodes/episode_NNNNNN.h5`, one
+HDF5 file per episode so each write is atomic (temp file + rename) and a killed run loses at most the episode in
+progress. An episode file holds, for T steps:
+
+- `frames` uint8 (T, H, W, 3) RGB: the observation at step t
+- `actions` int64 (T,) discrete, or float32 (T, A) multi-hot (CS:GO): the action taken at frame t
+- `rewards` float32 (T,), `terminations` uint8 (T,), `truncations` uint8 (T,): outcome of action t
+- optional `full_res_frames` uint8 (T, H2, W2, 3) (two-stage engines), optional `final_frame` (H, W, 3): the frame
+  after the last action
+- attributes: `format`, `version`, `game`, `source`, `fps`
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from diamond_play.config import dump_yaml, from_dict, read_yaml
+from diamond_play.errors import UserError
+
+FORMAT = "diamond_play.episode"
+VERSION = 1
+
+
+@dataclass
+class Episode:
+    frames: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    full_res_frames: np.ndarray | None = None
+    final_frame: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def validate(self, where: str = "episode") -> None:
+        t = len(self.frames)
+        if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:
+            raise UserError(f"{where}: frames must be uint8 (T, H, W, 3), got {self.frames.dtype} {self.frames.shape}")
+        for name in ("actions", "rewards", "terminations", "truncations", "full_res_frames"):
+            value = getattr(self, name)
+            if value is not None and len(value) != t:
+                raise UserError(f"{where}: {name} has {len(value)} steps but frames has {t}")
+        if self.actions.ndim not in (1, 2):
+            raise UserError(f"{where}: actions must be (T,) or (T, A), got {self.actions.shape}")
+
+
+def write_episode(path: str | Path, episode: Episode) -> Path:
+    """Write atomically: a reader never sees a half-written file, and a crash leaves the old file intact."""
+    episode.validate(str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["version"] = VERSION
+            for key, value in episode.attrs.items():
+                f.attrs[key] = value
+            f.create_dataset("frames", data=episode.frames, chunks=(1, *episode.frames.shape[1:]),
+                             compression="gzip", compression_opts=1)
+            if episode.full_res_frames is not None:
+                f.create_dataset("full_res_frames", data=episode.full_res_frames,
+                                 chunks=(1, *episode.full_res_frames.shape[1:]), compression="gzip",
+                                 compression_opts=1)
+            if episode.final_frame is not None:
+                f.create_dataset("final_frame", data=episode.final_frame)
+            actions = episode.actions.astype(np.int64 if episode.actions.ndim == 1 else np.float32)
+            f.create_dataset("actions", data=actions)
+            f.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+            f.create_dataset("terminations", data=episode.terminations.astype(np.uint8))
+            f.create_dataset("truncations", data=episode.truncations.astype(np.uint8))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_episode(path: str | Path) -> Episode:
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise UserError(f"{str(path)!r} is not a diamond_play episode file (no format attribute)")
+            episode = Episode(
+                frames=f["frames"][()],
+                actions=f["actions"][()],
+                rewards=f["rewards"][()],
+                terminations=f["terminations"][()].astype(bool),
+                truncations=f["truncations"][()].astype(bool),
+                full_res_frames=f["full_res_frames"][()] if "full_res_frames" in f else None,
+                final_frame=f["final_frame"][()] if "final_frame" in f else None,
+                attrs={k: v for k, v in f.attrs.items() if k not in ("format", "version")},
+            )
+    except (OSError, KeyError) as e:
+        raise UserError(f"episode file {str(path)!r} is corrupt or incomplete ({str(e).splitlines()[0]}): "
+                        "delete it or restore it from a backup") from None
+    episode.validate(str(path))
+    return episode
+
+
+@dataclass
+class DatasetInfo:
+    """dataset.yaml: what every episode in the folder shares."""
+
+    game: str
+    num_actions: int
+    action_type: str = "discrete"  # discrete | multi_hot
+    action_names: list[str] = field(default_factory=list)
+    fps: float = 15.0
+    frame_size: list[int] = field(default_factory=lambda: [64, 64])
+    full_res_size: list[int] | None = None
+    source: str = ""
+    format_version: int = VERSION
+
+
+class Dataset:
+    """A folder of episode files plus dataset.yaml; new episodes are appended with increasing indices."""
+
+    INFO_FILE = "dataset.yaml"
+
+    def __init__(self, root: str | Path, info: DatasetInfo | None = None) -> None:
+        self.root = Path(root)
+        info_path = self.root / self.INFO_FILE
+        if info_path.is_file():
+            existing = from_dict(DatasetInfo, read_yaml(info_path), "dataset")
+            if info is not None and (existing.game, existing.num_actions, existing.action_type) != (
+                info.game, info.num_actions, info.action_type
+            ):
+                raise UserError(f"dataset {str(self.root)!r} holds {existing.game} with {existing.num_actions} "
+                                f"{existing.action_type} actions: record into a new folder")
+            self.info = existing
+        elif info is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.info = info
+            _write_text_atomically(info_path, dump_yaml(info))
+        else:
+            raise UserError(f"{str(self.root)!r} is not a diamond_play dataset (no {self.INFO_FILE}): check the path")
+
+    @property
+    def episode_dir(self) -> Path:
+        return self.root / "episodes"
+
+    def episode_paths(self) -> list[Path]:
+        return sorted(self.episode_dir.glob("episode_*.h5"))
+
+    def __len__(self) -> int:
+        return len(self.episode_paths())
+
+    def __getitem__(self, index: int) -> Episode:
+        return read_episode(self.episode_paths()[index])
+
+    def check_actions(self, episode: Episode) -> None:
+        a = episode.actions
+        if self.info.action_type == "discrete":
+            if a.ndim != 1 or (len(a) and (a.min() < 0 or a.max() >= self.info.num_actions)):
+                bad = a[(a < 0) | (a >= self.info.num_actions)][:1] if a.ndim == 1 else a.shape
+                raise UserError(f"action {bad} is outside the dataset's {self.info.num_actions} discrete actions: "
+                                "fix the action log or the declared action space")
+        elif a.ndim != 2 or a.shape[1] != self.info.num_actions or not np.isin(a, (0, 1)).all():
+            raise UserError(f"actions must be multi-hot 0/1 vectors of length {self.info.num_actions}, "
+                            f"got shape {a.shape}")
+
+    def append(self, episode: Episode) -> Path:
+        self.check_actions(episode)
+        paths = self.episode_paths()
+        index = int(paths[-1].stem.split("_")[1]) + 1 if paths else 0
+        return write_episode(self.episode_dir / f"episode_{index:06d}.h5", episode)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,120 @@
+"""Keyboard and mouse -> actions. Atari: WASD + space combined into the game's ALE action names. CS:GO: the dataset's
+51-dim vector (keys, clicks, binned mouse motion) with forbidden key pairs resolved as the dataset does."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pygame
+
+from diamond_play.envs import csgo
+
+# Atari: which key gives which direction token. Arrows are left for the app (view and horizon), as in DIAMOND.
+ATARI_KEYS = {pygame.K_w: "UP", pygame.K_s: "DOWN", pygame.K_a: "LEFT", pygame.K_d: "RIGHT", pygame.K_SPACE: "FIRE"}
+_TOKEN_ORDER = ("UP", "DOWN", "RIGHT", "LEFT", "FIRE")  # ALE spells combinations in this order, e.g. UPRIGHTFIRE
+
+
+def compose_action_name(tokens: set[str]) -> str:
+    tokens = set(tokens)
+    for a, b in (("UP", "DOWN"), ("LEFT", "RIGHT")):
+        if {a, b} <= tokens:
+            tokens -= {a, b}  # opposite directions cancel out
+    return "".join(t for t in _TOKEN_ORDER if t in tokens) or "NOOP"
+
+
+class AtariControls:
+    """Held keys -> index into the game's action meanings; the longest supported combination wins."""
+
+    def __init__(self, action_meanings: list[str] | tuple[str, ...]) -> None:
+        self.meanings = list(action_meanings)
+        self.held: set[str] = set()
+
+    def handle_event(self, event: pygame.event.Event) -> None:
+        if event.type in (pygame.KEYDOWN, pygame.KEYUP) and event.key in ATARI_KEYS:
+            token = ATARI_KEYS[event.key]
+            (self.held.add if event.type == pygame.KEYDOWN else self.held.discard)(token)
+
+    def action_for(self, tokens: set[str]) -> int:
+        for size in range(len(tokens), 0, -1):
+            for subset in itertools.combinations(sorted(tokens, key=_TOKEN_ORDER.index), size):
+                name = compose_action_name(set(subset))
+                if name in self.meanings:
+                    return self.meanings.index(name)
+        return self.meanings.index("NOOP") if "NOOP" in self.meanings else 0
+
+    def action(self) -> int:
+        return self.action_for(self.held)
+
+    def release_all(self) -> None:
+        self.held.clear()
+
+    def help_lines(self) -> list[str]:
+        keys = {"UP": "W", "DOWN": "S", "LEFT": "A", "RIGHT": "D", "FIRE": "Space"}
+        lines = []
+        for i, name in enumerate(self.meanings):
+            combo = " + ".join(keys[t] for t in _TOKEN_ORDER if t in name) if name != "NOOP" else "(no key)"
+            lines.append(f"  {i:2d} {name:14s} {combo}")
+        return lines
+
+
+CSGO_KEYS = {pygame.K_w: "w", pygame.K_a: "a", pygame.K_s: "s", pygame.K_d: "d", pygame.K_SPACE: "space",
+             pygame.K_LCTRL: "ctrl", pygame.K_LSHIFT: "shift", pygame.K_1: "1", pygame.K_2: "2", pygame.K_3: "3",
+             pygame.K_r: "r"}
+CSGO_ARROWS = {pygame.K_LEFT: ("x", -csgo.ARROW_MOUSE_X), pygame.K_RIGHT: ("x", csgo.ARROW_MOUSE_X),
+               pygame.K_UP: ("y", -csgo.ARROW_MOUSE_Y), pygame.K_DOWN: ("y", csgo.ARROW_MOUSE_Y)}
+
+
+class CSGOControls:
+    """Held keys (in press order), held mouse buttons, and the last mouse motion since the previous action."""
+
+    def __init__(self, mouse_multiplier: float = 10.0) -> None:
+        self.mouse_multiplier = mouse_multiplier
+        self.pressed: list[str] = []
+        self.arrows: list[int] = []
+        self.l_click = self.r_click = False
+        self.last_rel = (0, 0)
+
+    def handle_event(self, event: pygame.event.Event) -> None:
+        if event.type == pygame.KEYDOWN:
+            if event.key in CSGO_KEYS and CSGO_KEYS[event.key] not in self.pressed:
+                self.pressed.append(CSGO_KEYS[event.key])
+            elif event.key in CSGO_ARROWS and event.key not in self.arrows:
+                self.arrows.append(event.key)
+        elif event.type == pygame.KEYUP:
+            if event.key in CSGO_KEYS and CSGO_KEYS[event.key] in self.pressed:
+                self.pressed.remove(CSGO_KEYS[event.key])
+            elif event.key in self.arrows:
+                self.arrows.remove(event.key)
+        elif event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP):
+            down = event.type == pygame.MOUSEBUTTONDOWN
+            if event.button == 1:
+                self.l_click = down
+            elif event.button == 3:
+                self.r_click = down
+        elif event.type == pygame.MOUSEMOTION:
+            self.last_rel = event.rel  # the official app uses the frame's last motion event, not the sum
+
+    def release_all(self) -> None:
+        self.pressed.clear()
+        self.arrows.clear()
+        self.l_click = self.r_click = False
+        self.last_rel = (0, 0)
+
+    def current(self) -> csgo.CSGOAction:
+        """The action for this frame; consumes the mouse motion."""
+        mouse = {"x": self.last_rel[0] * self.mouse_multiplier, "y": self.last_rel[1] * self.mouse_multiplier}
+        self.last_rel = (0, 0)
+        seen: set[str] = set()
+        for key in self.arrows:  # arrows override the mouse; the earlier-pressed of two opposite arrows wins
+            axis, delta = CSGO_ARROWS[key]
+            if axis not in seen:
+                mouse[axis] = delta
+                seen.add(axis)
+        keys = csgo.resolve_forbidden(self.pressed)
+        return csgo.CSGOAction(keys=tuple(k for k in csgo.KEYS if k in keys), l_click=self.l_click,
+                               r_click=self.r_click, mouse_x=csgo.nearest_bin(mouse["x"], csgo.MOUSE_X_BINS),
+                               mouse_y=csgo.nearest_bin(mouse["y"], csgo.MOUSE_Y_BINS))
+
+    def action(self) -> np.ndarray:
+        return csgo.encode_action(self.current())

@@ -1,0 +1,224 @@
+"""A play session without any UI: the engine, where start states come from, the optional real emulator running
+in lockstep, the optional policy, and recording. The pygame window and the headless runner both drive this."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from diamond_play.data.episodes import Dataset, DatasetInfo, Episode
+from diamond_play.data.spawns import StartState, load_spawns
+from diamond_play.engine import WorldModelEngine, tensor_to_frame
+from diamond_play.errors import UserError
+from diamond_play.models.agent import Agent
+
+
+@dataclass
+class Outcome:
+    """What one tick produced."""
+
+    frame: np.ndarray  # world-model frame to show
+    real_frame: np.ndarray | None
+    action: int | np.ndarray
+    reward: float | None
+    end: bool | None
+    latency_s: float
+    reset: bool = False  # the world model was re-seeded after this step (end or horizon)
+
+
+class Policy:
+    """The agent's actor-critic choosing actions from the world model's frames (LSTM burned in at reset)."""
+
+    def __init__(self, agent: Agent, generator: torch.Generator) -> None:
+        if agent.actor_critic is None:
+            raise UserError("these weights have no actor-critic, so there is no policy to play: use human control")
+        self.model = agent.actor_critic
+        self.generator = generator
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def reset(self, engine: WorldModelEngine) -> None:
+        self.state = None
+        for i in range(engine.num_cond - 1):
+            _, _, self.state = self.model.predict_act_value(engine.obs[:, i], self.state)
+
+    @torch.no_grad()
+    def act(self, engine: WorldModelEngine) -> int:
+        logits, _, self.state = self.model.predict_act_value(engine.current_low_res(), self.state)
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator).item())
+
+
+class AtariStarts:
+    """Start states from the real game: reset the emulator and take its first L frames (no-op actions). The
+    emulator then keeps running with the player's actions, so it can be shown beside the world model."""
+
+    def __init__(self, game: str, num_frames: int, size: int, seed: int | None) -> None:
+        from diamond_play.envs.atari import AtariEnv
+
+        self.env = AtariEnv(game, size=size, seed=seed)
+        self.num_frames = num_frames
+        self.history: deque[tuple[np.ndarray, int]] = deque(maxlen=num_frames)
+        self.frame: np.ndarray | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        self.frame, _ = self.env.reset()
+        self.history.clear()
+        while len(self.history) < self.num_frames:
+            self.history.append((self.frame, 0))
+            self.frame, _, end, trunc, _ = self.env.step(0)
+            if end or trunc:
+                self.frame, _ = self.env.reset()
+                self.history.clear()
+
+    def start_state(self) -> StartState:
+        """The emulator's last L frames and actions."""
+        frames = np.stack([f for f, _ in self.history][1:] + [self.frame])
+        actions = np.array([a for _, a in self.history][1:] + [0])
+        return StartState(frames=frames, actions=actions)
+
+    def step(self, action: int) -> np.ndarray:
+        assert self.frame is not None
+        self.history.append((self.frame, action))
+        self.frame, _, end, trunc, _ = self.env.step(action)
+        if end or trunc:
+            self.restart()
+        return self.frame
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class SpawnStarts:
+    """Start states shipped with the weights (CS:GO spawn points): a fixed one or a random one each time."""
+
+    def __init__(self, spawns: list[StartState], index: int | None, rng: np.random.Generator) -> None:
+        if index is not None and not 0 <= index < len(spawns):
+            raise UserError(f"--spawn {index} is out of range: these weights have {len(spawns)} spawn points "
+                            f"(0..{len(spawns) - 1})")
+        self.spawns, self.index, self.rng = spawns, index, rng
+        self.env = None
+
+    def start_state(self) -> StartState:
+        return self.spawns[self.index if self.index is not None else int(self.rng.integers(len(self.spawns)))]
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class EpisodeRecorder:
+    """Collects what the player saw and did, and appends finished episodes to a dataset (HDF5, atomic)."""
+
+    dataset: Dataset
+    fps: float
+    frames: list[np.ndarray] = field(default_factory=list)
+    full_res: list[np.ndarray] = field(default_factory=list)
+    actions: list = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    ends: list[bool] = field(default_factory=list)
+    saved: int = 0
+
+    def record(self, low_res: np.ndarray, full_res: np.ndarray | None, action, reward: float | None,
+               end: bool | None) -> None:
+        self.frames.append(low_res)
+        if full_res is not None:
+            self.full_res.append(full_res)
+        self.actions.append(action)
+        self.rewards.append(reward or 0.0)
+        self.ends.append(bool(end))
+
+    def flush(self, truncated: bool = True, final_frame: np.ndarray | None = None) -> None:
+        if not self.frames:
+            return
+        t = len(self.frames)
+        truncations = np.zeros(t, dtype=bool)
+        truncations[-1] = truncated and not self.ends[-1]
+        self.dataset.append(Episode(
+            frames=np.stack(self.frames), actions=np.stack(self.actions) if isinstance(self.actions[0], np.ndarray)
+            else np.array(self.actions), rewards=np.array(self.rewards, dtype=np.float32),
+            terminations=np.array(self.ends), truncations=truncations,
+            full_res_frames=np.stack(self.full_res) if self.full_res else None, final_frame=final_frame,
+            attrs={"game": self.dataset.info.game, "source": "diamond-play world model", "fps": self.fps}))
+        self.saved += 1
+        self.frames, self.full_res, self.actions, self.rewards, self.ends = [], [], [], [], []
+
+
+class PlaySession:
+    def __init__(self, agent: Agent, device: torch.device | str = "cpu", seed: int | None = None,
+                 horizon: int | None = None, spawn: int | None = None, sampling=None,
+                 record_dataset: str | None = None, fps: float = 10.0) -> None:
+        cfg = agent.config
+        self.kind = cfg.kind
+        default_horizon = 50 if cfg.kind == "atari" else 1000  # official play settings
+        self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
+                                       horizon=horizon or default_horizon)
+        self.rng = np.random.default_rng(seed)
+        if cfg.kind == "atari":
+            self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
+                                                                 self.engine.low_res_size[0], seed)
+        else:
+            spawn_dir = agent.weights_path / "spawn" if agent.weights_path is not None else None
+            if spawn_dir is None:
+                raise UserError("these weights were not loaded from a weights directory, so they have no spawn "
+                                "points: import them with `diamond-play import … --out DIR`")
+            self.starts = SpawnStarts(load_spawns(spawn_dir), spawn, self.rng)
+        self.policy = Policy(agent, self.engine.generator) if agent.actor_critic is not None else None
+        self.recorder = None
+        if record_dataset is not None:
+            info = DatasetInfo(game=cfg.game, num_actions=cfg.num_actions,
+                               action_type="multi_hot" if self.engine.multi_hot else "discrete",
+                               action_names=list(cfg.action_names), fps=fps,
+                               frame_size=list(self.engine.low_res_size),
+                               full_res_size=list(cfg.frame_size) if agent.upsampler is not None else None,
+                               source="diamond-play world model")
+            self.recorder = EpisodeRecorder(Dataset(record_dataset, info), fps)
+        self.frame = self.reset()
+
+    @property
+    def has_real_env(self) -> bool:
+        return isinstance(self.starts, AtariStarts)
+
+    @property
+    def real_frame(self) -> np.ndarray | None:
+        return self.starts.frame if isinstance(self.starts, AtariStarts) else None
+
+    def reset(self, restart_real: bool = False) -> np.ndarray:
+        if self.recorder is not None:
+            self.recorder.flush()
+        if restart_real and isinstance(self.starts, AtariStarts):
+            self.starts.restart()
+        self.frame = self.engine.reset(self.starts.start_state())
+        if self.policy is not None:
+            self.policy.reset(self.engine)
+        return self.frame
+
+    def policy_action(self) -> int:
+        if self.policy is None:
+            raise UserError("these weights have no actor-critic, so there is no policy to play")
+        return self.policy.act(self.engine)
+
+    def step(self, action) -> Outcome:
+        low_res_before = self.engine.obs[0, -1]
+        full_before = self.engine.current_frame() if self.engine.full_res is not None else None
+        result = self.engine.step(action)
+        real = self.starts.step(int(action)) if isinstance(self.starts, AtariStarts) else None
+        if self.recorder is not None:
+            self.recorder.record(tensor_to_frame(low_res_before), full_before, action, result.reward, result.end)
+        outcome = Outcome(result.frame, real, action, result.reward, result.end, result.latency_s)
+        self.frame = result.frame
+        if result.end or result.truncated:
+            if self.recorder is not None:
+                self.recorder.flush(truncated=not result.end, final_frame=tensor_to_frame(self.engine.obs[0, -1]))
+            outcome.reset = True
+            self.reset()
+        return outcome
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.flush()
+        self.starts.close()
+
