@@ -6,6 +6,7 @@ One imagined frame = the dynamics sampler (+ bicubic x5 and the upsampler sample
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -27,29 +28,40 @@ class ImaginedFrame:
     full_res: Tensor | None  # (B, C, H, W): the upsampler's output, None for one-stage engines
 
 
-def denoise_fn(denoiser: Denoiser, act: Tensor | None):
-    """Bind the actions so the sampler sees (x, sigma, cond_frames, sigma_cond)."""
-    return lambda x, sigma, cond, sigma_cond: denoiser.denoise(x, sigma, cond, act, sigma_cond)
+class Cancelled(Exception):
+    """Raised inside a step when the engine was asked to stop (the app is closing)."""
+
+
+def denoise_fn(denoiser: Denoiser, act: Tensor | None, cancel: threading.Event | None = None):
+    """Bind the actions so the sampler sees (x, sigma, cond_frames, sigma_cond); check `cancel` between calls."""
+
+    def denoise(x: Tensor, sigma: Tensor, cond: Tensor, sigma_cond: Tensor | None) -> Tensor:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+        return denoiser.denoise(x, sigma, cond, act, sigma_cond)
+
+    return denoise
 
 
 @torch.no_grad()
-def predict_low_res(denoiser: Denoiser, sampler: SamplerConfig, obs: Tensor, act: Tensor, randn: Randn) -> Tensor:
+def predict_low_res(denoiser: Denoiser, sampler: SamplerConfig, obs: Tensor, act: Tensor, randn: Randn,
+                    cancel: threading.Event | None = None) -> Tensor:
     """The dynamics model's next frame from obs (B, L, C, h, w), oldest first, and act (B, L) / (B, L, A) whose
     last slot holds the new action."""
     b, n, c, h, w = obs.shape
-    x, _ = sample(denoise_fn(denoiser, act), obs.reshape(b, n * c, h, w), (b, c, h, w), sampler, randn)
+    x, _ = sample(denoise_fn(denoiser, act, cancel), obs.reshape(b, n * c, h, w), (b, c, h, w), sampler, randn)
     return x
 
 
 @torch.no_grad()
 def upsample_frame(upsampler: Denoiser, sampler: SamplerConfig, low_res: Tensor, prev_full_res: Tensor,
-                   randn: Randn) -> Tensor:
+                   randn: Randn, cancel: threading.Event | None = None) -> Tensor:
     """Full-res frame conditioned on the previous full-res frame and the bicubic-upsampled low-res prediction."""
     factor = upsampler.cfg.upsampling_factor
     assert factor is not None
     b, c, h, w = low_res.shape
     cond = torch.cat((prev_full_res, bicubic_upsample(low_res, factor)), dim=1)
-    x, _ = sample(denoise_fn(upsampler, None), cond, (b, c, h * factor, w * factor), sampler, randn)
+    x, _ = sample(denoise_fn(upsampler, None, cancel), cond, (b, c, h * factor, w * factor), sampler, randn)
     return x
 
 
@@ -100,6 +112,9 @@ class WorldModelEngine:
         self.agent = agent.to(device).eval()
         self.config = agent.config
         self.sampling = sampling or agent.config.sampling
+        if agent.upsampler is not None and self.sampling.upsampler is None:
+            raise UserError("these weights have an upsampler but their config has no sampling.upsampler settings: "
+                            "add them to config.yaml or pass a sampling preset")
         self.device = torch.device(device)
         self.horizon = horizon
         self.generator = torch.Generator(device=self.device)
@@ -120,6 +135,7 @@ class WorldModelEngine:
         self.rew_end_state: tuple[Tensor, Tensor] | None = None
         self.steps = 0
         self.started = False
+        self.cancel_event = threading.Event()  # set from another thread to abandon a step in progress
 
     def _low_res_size(self) -> tuple[int, int]:
         h, w = self.config.frame_size
@@ -171,13 +187,14 @@ class WorldModelEngine:
             raise RuntimeError("call reset() before step()")
         timer = Timer(self.device)
         self.act[0, -1] = torch.as_tensor(action, device=self.device).to(self.act.dtype)
-        low_res = predict_low_res(self.agent.denoiser, self.sampling.dynamics, self.obs, self.act, self.randn)
+        low_res = predict_low_res(self.agent.denoiser, self.sampling.dynamics, self.obs, self.act, self.randn,
+                                  self.cancel_event)
         components = {"dynamics": timer.lap()}
         full_res = None
         if self.agent.upsampler is not None and self.full_res is not None:
             assert self.sampling.upsampler is not None
             full_res = upsample_frame(self.agent.upsampler, self.sampling.upsampler, low_res, self.full_res,
-                                      self.randn)
+                                      self.randn, self.cancel_event)
             components["upsampler"] = timer.lap()
         reward = end = None
         if self.agent.rew_end_model is not None:

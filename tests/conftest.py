@@ -51,3 +51,32 @@ def assert_quantised_close(actual: torch.Tensor, expected: torch.Tensor, min_fra
     within = (diff <= 2 / 255 + 1e-5).float().mean().item()
     assert within >= min_fraction, f"only {within:.5f} of elements within one 8-bit level"
     assert diff.mean().item() < 1e-3, f"mean |diff| {diff.mean().item():.2e}"
+
+
+@pytest.fixture(scope="session")
+def atari_weights(tmp_path_factory) -> Path:
+    """A tiny random Breakout engine (denoiser + reward/termination + actor-critic) in the own format."""
+    from helpers import tiny_agent
+
+    from diamond_play.weights.format import save_weights_dir
+
+    return save_weights_dir(tiny_agent("atari"), tmp_path_factory.mktemp("weights") / "breakout")
+
+
+@pytest.fixture(scope="session")
+def csgo_weights(tmp_path_factory) -> Path:
+    """A tiny random CS:GO engine with two spawn points in the official layout."""
+    from helpers import tiny_agent
+
+    from diamond_play.data.spawns import StartState, save_spawn
+    from diamond_play.envs import csgo
+    from diamond_play.weights.format import save_weights_dir
+
+    root = tmp_path_factory.mktemp("csgo")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        act = np.stack([csgo.encode_action(csgo.CSGOAction(keys=("w",))) for _ in range(4)])
+        save_spawn(root / "spawn" / f"{i}", StartState(
+            frames=rng.integers(0, 256, (4, 30, 56, 3), dtype=np.uint8), actions=act,
+            full_res_frame=rng.integers(0, 256, (150, 280, 3), dtype=np.uint8), next_actions=act))
+    return save_weights_dir(tiny_agent("csgo"), root / "weights", spawn_from=root / "spawn")

@@ -15,6 +15,7 @@ from diamond_play.config import (
     RewEndModelConfig,
     SigmaDistributionConfig,
     WeightsConfig,
+    csgo_sampling,
 )
 from diamond_play.models.agent import Agent
 from diamond_play.weights.official import official_state_dict
@@ -61,7 +62,7 @@ def tiny_agent(kind: str = "atari", seed: int = 0) -> Agent:
                             action_names=["NOOP", "FIRE", "RIGHT", "LEFT"])
     else:
         cfg = WeightsConfig(agent=tiny_csgo_agent_config(), game="csgo", kind="csgo", num_actions=51,
-                            frame_size=[150, 280])
+                            frame_size=[150, 280], sampling=csgo_sampling("quality"))
     return randomize(Agent(cfg).eval(), seed)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pygame
 
+from diamond_play.engine import Cancelled
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.play.controls import AtariControls, CSGOControls
@@ -188,11 +189,20 @@ class StepWorker:
         def work() -> None:
             try:
                 self.result = self.session.step(action)
+            except Cancelled:
+                pass
             except BaseException as e:  # re-raised on the UI thread
                 self.error = e
 
         self.thread = threading.Thread(target=work, daemon=True)
         self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Abandon the step in progress (the sampler stops at its next denoiser call) and wait for the thread."""
+        if self.thread is not None and self.thread.is_alive():
+            self.session.engine.cancel_event.set()
+            self.thread.join(timeout)
+            self.session.engine.cancel_event.clear()
 
     def take(self) -> Outcome | None:
         if self.error is not None:
@@ -221,85 +231,108 @@ def handle_app_key(state: AppState, key: int) -> None:
         s.engine.horizon = h + 10 if key == pygame.K_UP else max(1, h - 10)
 
 
-def run_window(session: PlaySession, opts: PlayOptions) -> Stats:
-    pygame.display.init()
-    pygame.font.init()
-    pygame.display.set_caption(f"diamond-play: {session.engine.config.game}")
-    scale = opts.size or (8 if session.kind != "csgo" else 2)
-    renderer = Renderer(session, scale)
-    state = AppState(session, opts)
-    controls = AtariControls(session.engine.config.action_names) if session.kind != "csgo" else CSGOControls(
-        opts.mouse_multiplier)
-    scripted = scripted_actions(session, opts.actions) if opts.actions not in ("human", "policy") else None
-    screen = pygame.display.set_mode(renderer.screen_size(state.view))
-    csgo_mode = session.kind == "csgo"
-    grabbed = False
-    if csgo_mode:
-        pygame.event.set_grab(True)
-        pygame.mouse.set_visible(False)
-        grabbed = True
-    worker = StepWorker(session)
-    pacer = Pacer(opts.fps)
-    video = VideoRecorder(opts.record, opts.fps) if opts.record else None
-    clock = pygame.time.Clock()
-    view = state.view
-    try:
-        while not state.quit:
-            for event in pygame.event.get():
-                if event.type == pygame.QUIT:
+class WindowApp:
+    """The pygame window. `tick()` handles events, starts a step when one is due, draws; `run()` loops it."""
+
+    def __init__(self, session: PlaySession, opts: PlayOptions) -> None:
+        pygame.display.init()
+        pygame.font.init()
+        pygame.display.set_caption(f"diamond-play: {session.engine.config.game}")
+        self.session, self.opts = session, opts
+        self.renderer = Renderer(session, opts.size or (8 if session.kind != "csgo" else 2))
+        self.state = AppState(session, opts)
+        self.csgo = session.kind == "csgo"
+        self.controls: AtariControls | CSGOControls = (
+            CSGOControls(opts.mouse_multiplier) if self.csgo else AtariControls(session.engine.config.action_names))
+        self.scripted = scripted_actions(session, opts.actions) if opts.actions not in ("human", "policy") else None
+        self.view = self.state.view
+        self.screen = pygame.display.set_mode(self.renderer.screen_size(self.view))
+        self.grabbed = False
+        if self.csgo:
+            self.set_grab(True)
+        self.worker = StepWorker(session)
+        self.pacer = Pacer(opts.fps)
+        self.video = VideoRecorder(opts.record, opts.fps) if opts.record else None
+        self.clock = pygame.time.Clock()
+
+    def set_grab(self, grab: bool) -> None:
+        pygame.event.set_grab(grab)
+        pygame.mouse.set_visible(not grab)
+        self.grabbed = grab
+        if not grab:
+            self.controls.release_all()
+
+    def handle_event(self, event: pygame.event.Event) -> None:
+        if event.type == pygame.QUIT:
+            self.state.quit = True
+        elif event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE:
+            if self.csgo and self.grabbed:
+                self.set_grab(False)  # first Esc frees the mouse, the second quits
+            else:
+                self.state.quit = True
+        elif self.csgo and not self.grabbed and event.type == pygame.MOUSEBUTTONDOWN:
+            self.set_grab(True)
+        else:
+            if event.type == pygame.KEYDOWN:
+                handle_app_key(self.state, event.key)
+            if not self.csgo or self.grabbed:
+                self.controls.handle_event(event)
+
+    def tick(self) -> bool:
+        """One UI iteration; False once the app should close."""
+        state = self.state
+        for event in pygame.event.get():
+            self.handle_event(event)
+        if self.worker.idle:
+            outcome = self.worker.take()
+            if outcome is not None:
+                state.record_outcome(outcome)
+                if self.video is not None:
+                    self.renderer.draw(self.screen, state.view, state.hud_lines())
+                    self.video.write(screen_pixels(self.screen))
+                if self.opts.frames is not None and len(state.stats.latencies) >= self.opts.frames:
                     state.quit = True
-                elif event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE:
-                    if csgo_mode and grabbed:
-                        pygame.event.set_grab(False)
-                        pygame.mouse.set_visible(True)
-                        grabbed = False
-                        controls.release_all()
-                    else:
-                        state.quit = True
-                elif csgo_mode and not grabbed and event.type == pygame.MOUSEBUTTONDOWN:
-                    pygame.event.set_grab(True)
-                    pygame.mouse.set_visible(False)
-                    grabbed = True
-                else:
-                    if event.type == pygame.KEYDOWN:
-                        handle_app_key(state, event.key)
-                    if not csgo_mode or grabbed:
-                        controls.handle_event(event)
-            if worker.idle:
-                outcome = worker.take()
-                if outcome is not None:
-                    state.record_outcome(outcome)
-                    if video is not None:
-                        renderer.draw(screen, state.view, state.hud_lines())
-                        video.write(screen_pixels(screen))
-                    if opts.frames is not None and len(state.stats.latencies) >= opts.frames:
-                        state.quit = True
-                if state.reset_requested:
-                    session.reset()
-                    state.reset_requested = False
-                elif not state.quit and ((not state.paused and pacer.due()) or state.single_step):
-                    worker.submit(next_action(state, controls, scripted))
-                    pacer.advance()
-                    state.single_step = False
-            if state.view != view:
-                view = state.view
-                screen = pygame.display.set_mode(renderer.screen_size(view))
-            renderer.draw(screen, state.view, state.hud_lines())
-            pygame.display.flip()
-            clock.tick(120)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if opts.screenshot is not None:
-            pygame.image.save(screen, str(opts.screenshot))
-        if video is not None:
-            video.close()
-        if worker.idle:
-            session.close()
-        elif session.recorder is not None:
-            session.recorder.flush()
+            if state.reset_requested:
+                self.session.reset()
+                state.reset_requested = False
+            elif not state.quit and ((not state.paused and self.pacer.due()) or state.single_step):
+                self.worker.submit(next_action(state, self.controls, self.scripted))
+                self.pacer.advance()
+                state.single_step = False
+        if state.view != self.view:
+            self.view = state.view
+            self.screen = pygame.display.set_mode(self.renderer.screen_size(self.view))
+        self.renderer.draw(self.screen, state.view, state.hud_lines())
+        pygame.display.flip()
+        self.clock.tick(120)
+        return not state.quit
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        if self.worker.thread is not None:
+            self.worker.thread.join(timeout)
+
+    def close(self) -> None:
+        if self.opts.screenshot is not None:
+            pygame.image.save(self.screen, str(self.opts.screenshot))
+        if self.video is not None:
+            self.video.close()
+        self.worker.stop()
+        self.session.close()
         pygame.quit()
-    return state.stats
+
+    def run(self) -> Stats:
+        try:
+            while self.tick():
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+        return self.state.stats
+
+
+def run_window(session: PlaySession, opts: PlayOptions) -> Stats:
+    return WindowApp(session, opts).run()
 
 
 # ---------------------------------------------------------------------------------------------------------------

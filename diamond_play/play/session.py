@@ -202,12 +202,13 @@ class PlaySession:
         return self.policy.act(self.engine)
 
     def step(self, action) -> Outcome:
-        low_res_before = self.engine.obs[0, -1]
-        full_before = self.engine.current_frame() if self.engine.full_res is not None else None
+        if self.recorder is not None:  # copy now: the engine shifts its buffers in place
+            low_res_before = tensor_to_frame(self.engine.obs[0, -1])
+            full_before = self.engine.current_frame() if self.engine.full_res is not None else None
         result = self.engine.step(action)
         real = self.starts.step(int(action)) if isinstance(self.starts, AtariStarts) else None
         if self.recorder is not None:
-            self.recorder.record(tensor_to_frame(low_res_before), full_before, action, result.reward, result.end)
+            self.recorder.record(low_res_before, full_before, action, result.reward, result.end)
         outcome = Outcome(result.frame, real, action, result.reward, result.end, result.latency_s)
         self.frame = result.frame
         if result.end or result.truncated:

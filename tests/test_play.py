@@ -1,0 +1,214 @@
+"""The play app with real pygame (dummy video driver), real ALE and tiny random-weight engines."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pygame
+import pytest
+
+import diamond_play
+from diamond_play.cli import main
+from diamond_play.data.episodes import Dataset
+from diamond_play.envs import csgo
+from diamond_play.play.app import PlayOptions, WindowApp
+from diamond_play.play.controls import AtariControls, CSGOControls
+from diamond_play.play.session import PlaySession
+
+BREAKOUT = ["NOOP", "FIRE", "RIGHT", "LEFT"]
+
+
+def key(kind: int, k: int) -> pygame.event.Event:
+    return pygame.event.Event(kind, key=k, mod=0, unicode="", scancode=0)
+
+
+def test_atari_keys_map_to_the_games_actions():
+    c = AtariControls(BREAKOUT)
+    assert c.action() == 0
+    c.handle_event(key(pygame.KEYDOWN, pygame.K_d))
+    assert BREAKOUT[c.action()] == "RIGHT"
+    c.handle_event(key(pygame.KEYDOWN, pygame.K_SPACE))
+    assert BREAKOUT[c.action()] in ("RIGHT", "FIRE")  # Breakout has no RIGHTFIRE: a supported subset is used
+    c.handle_event(key(pygame.KEYUP, pygame.K_d))
+    assert BREAKOUT[c.action()] == "FIRE"
+    full = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT", "UPFIRE",
+            "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
+    c = AtariControls(full)
+    assert full[c.action_for({"UP", "RIGHT", "FIRE"})] == "UPRIGHTFIRE"
+    assert full[c.action_for({"UP", "DOWN", "LEFT"})] == "LEFT"
+
+
+def test_csgo_keys_mouse_and_forbidden_pairs():
+    c = CSGOControls(mouse_multiplier=10)
+    for k in (pygame.K_w, pygame.K_s, pygame.K_2, pygame.K_1, pygame.K_LSHIFT):
+        c.handle_event(key(pygame.KEYDOWN, k))
+    c.handle_event(pygame.event.Event(pygame.MOUSEBUTTONDOWN, button=1, pos=(0, 0)))
+    c.handle_event(pygame.event.Event(pygame.MOUSEMOTION, rel=(3, 1), pos=(0, 0), buttons=(0, 0, 0)))
+    c.handle_event(pygame.event.Event(pygame.MOUSEMOTION, rel=(-7, 2), pos=(0, 0), buttons=(0, 0, 0)))
+    action = csgo.decode_action(c.action())
+    assert action.keys == ("w", "shift", "2")  # s loses to the earlier w, 1 to the earlier 2
+    assert action.l_click and not action.r_click
+    assert (action.mouse_x, action.mouse_y) == (-60, 20)  # the last motion x10, snapped to the bins
+    assert csgo.decode_action(c.action()).mouse_x == 0  # motion is consumed by the frame
+    c.handle_event(key(pygame.KEYDOWN, pygame.K_RIGHT))
+    c.handle_event(key(pygame.KEYDOWN, pygame.K_LEFT))
+    assert csgo.decode_action(c.action()).mouse_x == 60
+    vec = c.action()
+    assert vec.shape == (51,) and vec[13:36].sum() == 1 and vec[36:].sum() == 1
+
+
+def test_csgo_action_encoding_round_trip():
+    a = csgo.CSGOAction(keys=("a", "space", "r"), r_click=True, mouse_x=-300, mouse_y=100)
+    assert csgo.decode_action(csgo.encode_action(a)) == a
+    assert csgo.nearest_bin(12345, csgo.MOUSE_X_BINS) == 1000 and csgo.nearest_bin(7, csgo.MOUSE_Y_BINS) == 4
+
+
+def run_ticks(app: WindowApp, frames: int, max_ticks: int = 2000) -> None:
+    start = len(app.state.stats.latencies)
+    for _ in range(max_ticks):
+        app.tick()
+        if len(app.state.stats.latencies) >= start + frames:
+            app.wait_idle()
+            app.tick()
+            return
+    raise AssertionError("the app did not produce frames")
+
+
+def test_window_keys_reach_the_engine_and_pause_step_reset(atari_weights):
+    agent = diamond_play.load_agent(atari_weights)
+    session = PlaySession(agent, seed=0, horizon=1000)
+    app = WindowApp(session, PlayOptions(fps=1000))
+    try:
+        first = session.frame.copy()
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_a))
+        run_ticks(app, 3)
+        assert BREAKOUT[int(app.state.last.action)] == "LEFT"
+        pygame.event.post(key(pygame.KEYUP, pygame.K_a))
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_SPACE))
+        run_ticks(app, 2)
+        assert BREAKOUT[int(app.state.last.action)] == "FIRE"
+        assert not np.array_equal(session.frame, first)  # frames change over time
+
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_PERIOD))
+        app.tick()
+        app.wait_idle()
+        app.tick()
+        assert app.state.paused
+        steps = session.engine.steps
+        for _ in range(20):
+            app.tick()
+        assert session.engine.steps == steps  # paused: nothing happens
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_e))
+        for _ in range(5):
+            app.tick()
+            app.wait_idle()
+        assert session.engine.steps == steps + 1  # e: exactly one step
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_RETURN))
+        app.tick()
+        app.tick()
+        assert session.engine.steps == 0  # Enter: re-seeded from the real game
+
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_RIGHT))
+        app.tick()
+        assert app.state.view == "side by side"
+        assert app.screen.get_size() == (2 * 64 * 8 + 8, 64 * 8)
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_UP))
+        app.tick()
+        assert session.engine.horizon == 1010
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_m))
+        app.tick()
+        assert app.state.policy
+    finally:
+        app.close()
+
+
+def test_headless_video_has_the_right_number_of_frames(atari_weights, tmp_path, capsys):
+    video = tmp_path / "out.mp4"
+    code = main(["atari", "Breakout", "--weights", str(atari_weights), "--headless", "--frames", "12", "--actions",
+                 "random", "--record", str(video), "--seed", "1"])
+    assert code == 0
+    assert "12 frames" in capsys.readouterr().out
+    cap = cv2.VideoCapture(str(video))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == 12
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (512, 512)
+
+
+def test_recorded_dataset_matches_what_was_played(atari_weights, tmp_path, capsys):
+    actions = tmp_path / "actions.txt"
+    actions.write_text("\n".join(str(i % 4) for i in range(10)))
+    out = tmp_path / "ds"
+    code = main(["atari", "Breakout", "--weights", str(atari_weights), "--headless", "--frames", "10", "--actions",
+                 str(actions), "--record-dataset", str(out), "--seed", "3", "--horizon", "1000"])
+    assert code == 0, capsys.readouterr().err
+    ds = Dataset(out)
+    episodes = [ds[i] for i in range(len(ds))]
+    assert sum(len(e) for e in episodes) == 10
+    played = np.concatenate([e.actions for e in episodes])
+    assert played.tolist() == [i % 4 for i in range(10)]
+    assert ds.info.game == "Breakout" and episodes[0].frames.shape[1:] == (64, 64, 3)
+
+    # Replaying the same seed gives the same imagined frames: frames[t+1] is the frame shown after action t.
+    agent = diamond_play.load_agent(atari_weights)
+    session = PlaySession(agent, seed=3, horizon=1000)
+    shown = []
+    for a in range(10):
+        outcome = session.step(a % 4)
+        shown.append((outcome.frame, outcome.reset))
+    first = episodes[0]
+    for t in range(len(first) - 1):
+        assert np.array_equal(first.frames[t + 1], shown[t][0])
+
+
+def test_csgo_headless_from_spawn(csgo_weights, tmp_path, capsys):
+    shot = tmp_path / "csgo.png"
+    code = main(["csgo", "--weights", str(csgo_weights), "--headless", "--frames", "3", "--actions", "random",
+                 "--fast", "--spawn", "1", "--screenshot", str(shot)])
+    assert code == 0, capsys.readouterr().err
+    img = cv2.imread(str(shot))
+    assert img.shape == (300, 560, 3) and img.std() > 1
+
+
+def test_csgo_window_mouse_grab_and_double_escape(csgo_weights, tmp_path):
+    agent = diamond_play.load_agent(csgo_weights)
+    session = PlaySession(agent, seed=0, spawn=0, record_dataset=str(tmp_path / "ds"))
+    app = WindowApp(session, PlayOptions(fps=1000))
+    try:
+        assert app.grabbed
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_w))
+        pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, rel=(20, 0), pos=(0, 0), buttons=(0, 0, 0)))
+        run_ticks(app, 1)
+        sent = csgo.decode_action(session.recorder.actions[0])  # the first action the engine received
+        assert sent.keys == ("w",) and sent.mouse_x == 200
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_ESCAPE))
+        app.tick()
+        assert not app.grabbed and not app.state.quit
+        pygame.event.post(key(pygame.KEYDOWN, pygame.K_ESCAPE))
+        app.tick()
+        assert app.state.quit
+    finally:
+        app.wait_idle()
+        app.close()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["atari", "Breakot"], "unknown Atari game"),
+    (["atari", "Breakout", "--weights", "/nonexistent/w"], "not found"),
+    (["atari", "Breakout", "--headless", "--frames", "2"], "--actions"),
+    (["csgo", "--spawn", "7", "--headless", "--frames", "1", "--actions", "random"], "out of range"),
+])
+def test_play_errors_are_one_line(atari_weights, csgo_weights, capsys, args, fragment):
+    if "--weights" not in args:
+        args = args + ["--weights", str(csgo_weights if args[0] == "csgo" else atari_weights)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and fragment in err
+
+
+def test_missing_default_weights_say_how_to_get_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DIAMOND_PLAY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DIAMOND_PLAY_SHIPPED_WEIGHTS", str(tmp_path / "none"))
+    assert main(["atari", "Pong", "--headless", "--frames", "1", "--actions", "random"]) == 2
+    assert "diamond-play download atari Pong" in capsys.readouterr().err

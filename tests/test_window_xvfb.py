@@ -1,0 +1,72 @@
+"""A real window on a virtual X server (Xvfb): the app opens, takes keys from xdotool, and shows frames."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+TOOLS = ("Xvfb", "xdotool", "xwininfo", "import")
+
+
+@pytest.fixture
+def xvfb_display():
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} missing: CI installs xvfb, xdotool, x11-utils and imagemagick")
+        pytest.skip(f"{missing} not installed (apt-get install xvfb xdotool x11-utils imagemagick)")
+    display = f":{90 + os.getpid() % 500}"
+    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    socket = Path(f"/tmp/.X11-unix/X{display[1:]}")
+    for _ in range(100):
+        if socket.exists():
+            break
+        time.sleep(0.05)
+    yield display
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def find_window(env: dict, name: str, app: subprocess.Popen, timeout: float = 90.0) -> str:
+    """The id of the top-level window whose title contains `name` (SDL titles are not matched by xdotool)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and app.poll() is None:
+        tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
+        for line in tree.splitlines():
+            if f'"{name}' in line:
+                return line.split()[0]
+        time.sleep(0.2)
+    raise AssertionError(f"the window did not appear: {app.stderr.read() if app.poll() is not None else ''}")
+
+
+def test_real_window_under_xvfb(xvfb_display, atari_weights, tmp_path):
+    env = {**os.environ, "DISPLAY": xvfb_display, "SDL_VIDEODRIVER": "x11", "SDL_AUDIODRIVER": "dummy"}
+    final = tmp_path / "final.png"
+    app = subprocess.Popen([sys.executable, "-m", "diamond_play", "atari", "Breakout", "--weights", str(atari_weights),
+                            "--fps", "10", "--size", "4", "--frames", "1000", "--screenshot", str(final)],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        window = find_window(env, "diamond-play", app)
+        time.sleep(2.0)  # let a few frames through
+        shot = tmp_path / "shot.png"
+        subprocess.run(["import", "-window", window, str(shot)], env=env, check=True, timeout=30)
+        image = cv2.imread(str(shot))
+        assert image.shape == (256, 256, 3)  # 64x64 frames at --size 4
+        assert image.std() > 5  # not blank
+        # Keys typed into the real window reach the app: Escape closes it.
+        subprocess.run(["xdotool", "windowactivate", "--sync", window], env=env, timeout=10)
+        subprocess.run(["xdotool", "key", "--window", window, "Escape"], env=env, check=True, timeout=10)
+        out, err = app.communicate(timeout=30)
+    finally:
+        if app.poll() is None:
+            app.kill()
+    assert app.returncode == 0, err
+    assert "frames" in out and final.is_file()
