@@ -11,4 +11,12 @@ def load_agent(*args, **kwargs):  # noqa: ANN002, ANN003 - re-exported; see diam
 
 load_agent.__doc__ = "Load weights (official .pt or a weights directory); see diamond_play.weights.load_agent."
 
-__all__ = ["__version__", "load_agent"]
+def make_env(*args, **kwargs):  # noqa: ANN002, ANN003 - re-exported; see diamond_play.world_model_env
+    from diamond_play.world_model_env import make_env as _make_env
+
+    return _make_env(*args, **kwargs)
+
+
+make_env.__doc__ = "A gymnasium world-model environment; see diamond_play.world_model_env.make_env."
+
+__all__ = ["__version__", "load_agent", "make_env"]

@@ -212,3 +212,17 @@ def test_missing_default_weights_say_how_to_get_them(tmp_path, monkeypatch, caps
     monkeypatch.setenv("DIAMOND_PLAY_SHIPPED_WEIGHTS", str(tmp_path / "none"))
     assert main(["atari", "Pong", "--headless", "--frames", "1", "--actions", "random"]) == 2
     assert "diamond-play download atari Pong" in capsys.readouterr().err
+
+
+def test_world_model_env_passes_gymnasium_checker(atari_weights, csgo_weights):
+    from gymnasium.utils.env_checker import check_env
+
+    env = diamond_play.make_env("Breakout", weights=atari_weights, render_mode="rgb_array")
+    check_env(env, skip_render_check=False)
+    obs, _ = env.reset(seed=5)
+    obs2, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert obs.shape == obs2.shape == (64, 64, 3) and isinstance(reward, float)
+    env.close()
+    env = diamond_play.make_env("csgo", weights=csgo_weights)
+    check_env(env, skip_render_check=True)
+    assert env.reset(seed=1)[0].shape == (150, 280, 3)

@@ -83,11 +83,15 @@ class AtariEnv:
 
         return cv2.resize(raw, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
-    def reset(self):
-        """Start a new game (or continue after a life loss reported as an end) -> (frame, info)."""
-        seed = None
-        if self._seed is not None:
-            seed, self._seed = self._seed, None
+    def reset(self, seed: int | None = None):
+        """Start a new game -> (frame, info). A seed (or the constructor's, on the first reset) makes it repeatable."""
+        import numpy as np
+
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        elif self._seed is not None:
+            seed = self._seed
+        self._seed = None
         raw, info = self.env.reset(seed=seed)
         for _ in range(int(self.rng.integers(1, self.noop_max + 1))):
             raw, _, terminated, truncated, info = self.env.step(0)

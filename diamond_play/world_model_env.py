@@ -1,0 +1,79 @@
+"""The world model as a gymnasium environment: `make_env("Breakout")` or `WorldModelEnv(agent)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from diamond_play.data.spawns import load_spawns
+from diamond_play.engine import AtariStarts, SpawnStarts, WorldModelEngine
+from diamond_play.errors import UserError
+from diamond_play.models.agent import Agent
+
+
+class WorldModelEnv(gym.Env):
+    """Observations are the frames the world model imagines (uint8 RGB, full-res for two-stage engines); rewards
+    and terminations come from the agent's reward/termination model (0 / False without one); episodes are truncated
+    at `horizon`. Atari engines start from the real game's first frames, CS:GO engines from spawn points."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, agent: Agent, device: torch.device | str = "cpu", horizon: int | None = None,
+                 spawn: int | None = None, render_mode: str | None = None) -> None:
+        cfg = agent.config
+        self.engine = WorldModelEngine(agent, device=device, seed=0,
+                                       horizon=horizon or (50 if cfg.kind == "atari" else 1000))
+        self.render_mode = render_mode
+        h, w = cfg.frame_size
+        self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
+        self.action_space = (gym.spaces.MultiBinary(cfg.num_actions) if self.engine.multi_hot
+                             else gym.spaces.Discrete(cfg.num_actions))
+        if cfg.kind == "atari":
+            self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
+                                                                 self.engine.low_res_size[0], seed=0)
+        else:
+            if agent.weights_path is None:
+                raise UserError("a world model without an emulator needs spawn points: load it from a weights dir")
+            self.starts = SpawnStarts(load_spawns(Path(agent.weights_path) / "spawn"), spawn,
+                                      np.random.default_rng(0))
+        self._frame: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.engine.generator.manual_seed(seed)
+            if isinstance(self.starts, AtariStarts):
+                self.starts.restart(seed)
+            else:
+                self.starts.rng = np.random.default_rng(seed)
+        self._frame = self.engine.reset(self.starts.start_state())
+        return self._frame, {}
+
+    def step(self, action):
+        if self.engine.multi_hot:
+            action = np.asarray(action, dtype=np.float32)
+        result = self.engine.step(action)
+        self._frame = result.frame
+        self.last_latency_s = result.latency_s  # not in info: info must be deterministic for a seed
+        return result.frame, float(result.reward or 0.0), bool(result.end), bool(result.truncated), {}
+
+    def render(self) -> np.ndarray | None:
+        return self._frame if self.render_mode == "rgb_array" else None
+
+    def close(self) -> None:
+        self.starts.close()
+
+
+def make_env(game: str, weights: str | Path | None = None, device: str = "cpu", **kwargs: Any) -> WorldModelEnv:
+    """A world-model environment for an Atari game (or "csgo") with the given or the default weights."""
+    from diamond_play.envs.atari import canonical_game
+    from diamond_play.weights.loading import default_weights, load_agent
+
+    kind = "csgo" if game.lower() == "csgo" else "atari"
+    name = "csgo" if kind == "csgo" else canonical_game(game)
+    agent = load_agent(weights or default_weights(kind, name), device=device)
+    return WorldModelEnv(agent, device=device, **kwargs)
