@@ -226,3 +226,24 @@ def test_world_model_env_passes_gymnasium_checker(atari_weights, csgo_weights):
     env = diamond_play.make_env("csgo", weights=csgo_weights)
     check_env(env, skip_render_check=True)
     assert env.reset(seed=1)[0].shape == (150, 280, 3)
+
+
+@pytest.mark.slow
+def test_headless_soak_keeps_memory_flat(atari_weights):
+    import resource
+
+    agent = diamond_play.load_agent(atari_weights)
+    session = PlaySession(agent, seed=0, horizon=200)
+    rng = np.random.default_rng(0)
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    for _ in range(300):
+        session.step(int(rng.integers(4)))
+    warm = rss_mb()
+    for _ in range(3000):
+        session.step(int(rng.integers(4)))
+    assert rss_mb() - warm < 30, f"memory grew from {warm:.0f} MB to {rss_mb():.0f} MB"
+    session.close()
