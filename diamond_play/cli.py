@@ -118,6 +118,17 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_play)
 
 
+def cmd_train_engine(args: argparse.Namespace) -> None:
+    from diamond_play.train.engine import train_engine
+
+    if (args.out is None) == (args.resume is None):
+        raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
+    if args.resume is None and args.data is None:
+        raise UserError("a new run needs --data DATASET")
+    root = train_engine(args.out, args.resume, str(args.data) if args.data else None, args.preset, args.overrides)
+    print(f"run saved in {root}; play it with: diamond-play play --weights {root}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diamond-play", description="Play games imagined by a diffusion world "
                                      "model (DIAMOND).")
@@ -136,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the paper's 3 + 10 steps)")
     p.add_argument("--mouse-multiplier", type=float, default=10.0, help="mouse sensitivity (default 10)")
     add_play_arguments(p)
+
+    p = sub.add_parser("train", help="train engines: `train engine` (any recorded game)")
+    train_sub = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
+    t = train_sub.add_parser("engine", help="train a world model (+ reward/termination model) on a recorded dataset")
+    t.add_argument("--data", type=Path, help="dataset folder (dataset.yaml + episodes/)")
+    t.add_argument("--out", type=Path, help="new run directory")
+    t.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
+    t.add_argument("--preset", choices=["paper", "small", "tiny"], help="model size (default small)")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 amp=true")
+    t.set_defaults(func=cmd_train_engine)
 
     p = sub.add_parser("import", help="convert an official DIAMOND checkpoint (.pt) into a weights directory")
     p.add_argument("checkpoint", type=Path, help="official agent checkpoint, e.g. Breakout.pt or csgo.pt")

@@ -146,7 +146,7 @@ class Dataset:
         elif info is not None:
             self.root.mkdir(parents=True, exist_ok=True)
             self.info = info
-            _write_text_atomically(info_path, dump_yaml(info))
+            write_text_atomically(info_path, dump_yaml(info))
         else:
             raise UserError(f"{str(self.root)!r} is not a diamond_play dataset (no {self.INFO_FILE}): check the path")
 
@@ -181,7 +181,7 @@ class Dataset:
         return write_episode(self.episode_dir / f"episode_{index:06d}.h5", episode)
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

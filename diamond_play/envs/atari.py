@@ -77,6 +77,7 @@ class AtariEnv:
         self._seed = seed
         self._lives = 0
         self._game_over = True
+        self._last_frame = None
 
     def _resize(self, raw):
         import cv2
@@ -84,9 +85,15 @@ class AtariEnv:
         return cv2.resize(raw, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
     def reset(self, seed: int | None = None):
-        """Start a new game -> (frame, info). A seed (or the constructor's, on the first reset) makes it repeatable."""
+        """Start a new game -> (frame, info). A seed (or the constructor's, on the first reset) makes it repeatable.
+
+        After a life loss reported as an end (`end_on_life_loss`), the game is not over: the episode boundary is
+        only in the data, and play continues from the current frame, as in the official training env.
+        """
         import numpy as np
 
+        if seed is None and self._seed is None and not self._game_over and self._last_frame is not None:
+            return self._last_frame, {"lives": self._lives}
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         elif self._seed is not None:
@@ -99,7 +106,8 @@ class AtariEnv:
                 raw, info = self.env.reset()
         self._lives = info.get("lives", 0)
         self._game_over = False
-        return self._resize(raw), {"lives": self._lives}
+        self._last_frame = self._resize(raw)
+        return self._last_frame, {"lives": self._lives}
 
     def step(self, action: int):
         """-> (frame, reward, terminated, truncated, info) with info["life_loss"] and info["game_over"]."""
@@ -121,8 +129,12 @@ class AtariEnv:
         self._lives = lives
         self._game_over = terminated or truncated
         end = terminated or (self.end_on_life_loss and life_loss)
-        return self._resize(frame), reward, end, truncated, {"lives": lives, "life_loss": life_loss,
-                                                             "game_over": self._game_over}
+        self._last_frame = self._resize(frame)
+        return self._last_frame, reward, end, truncated, {"lives": lives, "life_loss": life_loss,
+                                                          "game_over": self._game_over}
+
+    def ram(self):
+        return self.env.unwrapped.ale.getRAM()
 
     def close(self) -> None:
         self.env.close()

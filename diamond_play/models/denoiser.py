@@ -243,3 +243,8 @@ class Denoiser(nn.Module):
 
         loss = total / num_predictions
         return loss, {"loss_denoising": loss.item()}
+
+    def forward(self, obs: Tensor, act: Tensor | None, mask_padding: Tensor, full_res: Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Training loss (what DistributedDataParallel calls); see `loss`."""
+        return self.loss(obs, act, mask_padding, full_res, generator)

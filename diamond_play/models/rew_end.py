@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diamond_play.config import RewEndModelConfig
@@ -62,3 +63,22 @@ class RewEndModel(nn.Module):
         x, hx_cx = self.lstm(x.reshape(b, t, -1), hx_cx)
         logits = self.head(x)
         return logits[:, :, :NUM_REWARD_CLASSES], logits[:, :, NUM_REWARD_CLASSES:], hx_cx
+
+    def forward(self, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor,
+                mask_padding: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Training loss over a window (B, T): transitions t -> t+1 for t < T-1 where step t is real.
+
+        CE(reward class sign(r)+1) + CE(end). The frame after a terminal step is the episode's final frame (the
+        sampler puts it in the first padded slot).
+        """
+        rew_logits, end_logits, _ = self.predict_rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+        mask = mask_padding[:, :-1]
+        if not mask.any():
+            zero = rew_logits.sum() * 0
+            return zero, {"loss_rew": 0.0, "loss_end": 0.0}
+        target_rew = (rew[:, :-1].sign() + 1).long()[mask]
+        target_end = end[:, :-1].long()[mask]
+        loss_rew = F.cross_entropy(rew_logits[mask], target_rew)
+        loss_end = F.cross_entropy(end_logits[mask], target_end)
+        loss = loss_rew + loss_end
+        return loss, {"loss_rew_end": loss.item(), "loss_rew": loss_rew.item(), "loss_end": loss_end.item()}

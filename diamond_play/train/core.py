@@ -1,0 +1,305 @@
+"""The training core shared by every recipe (Atari 100k, CS:GO, custom engines).
+
+- `OptimConfig` + `ModelTrainer`: AdamW with decay on Linear/Conv/LSTM weights only, linear warm-up, gradient
+  accumulation and clipping, bf16 autocast and torch.compile as options, DistributedDataParallel under torchrun.
+- `RunDir`: the run directory, atomic training-state checkpoints (resume after kill -9) and weights exports.
+- `RunLogger`: CSV + TensorBoard event files; `progress`: a tqdm bar with rate and ETA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from diamond_play.errors import UserError
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    max_grad_norm: float = 1.0
+    grad_acc_steps: int = 1  # micro-batches per optimiser step (keeps the effective batch on fewer GPUs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Distributed
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group torchrun set up (NCCL on GPU, gloo on CPU); a single process needs nothing."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    if not info.enabled:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def decayed_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on the weights of Linear, Conv and LSTM layers only; biases, norms, embeddings are exempt."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_weight = name.startswith("weight")
+            if is_weight and isinstance(module, (nn.Linear, nn.Conv2d, nn.LSTM, nn.LSTMCell)):
+                decay.append(p)
+            else:
+                no_decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ModelTrainer:
+    """Optimiser, warm-up schedule and update step for one model (optionally DDP-wrapped)."""
+
+    def __init__(self, name: str, model: nn.Module, cfg: OptimConfig, device: torch.device, amp: bool = False,
+                 compile_model: bool = False, dist_info: DistInfo | None = None) -> None:
+        self.name, self.model, self.cfg, self.device = name, model, cfg, device
+        self.amp = amp
+        self.dist_info = dist_info or DistInfo()
+        self.opt = torch.optim.AdamW(decayed_parameter_groups(model, cfg.weight_decay), lr=cfg.lr, eps=cfg.eps,
+                                     fused=device.type == "cuda")
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps)))
+        self.forward_module: nn.Module = model
+        if compile_model:
+            self.forward_module = torch.compile(self.forward_module)
+        if self.dist_info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.forward_module = nn.parallel.DistributedDataParallel(self.forward_module, device_ids=ids)
+        self.steps = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def step(self, micro_batches: Iterator[Any], loss_fn: Callable[[nn.Module, Any], tuple[Tensor, dict]]) -> dict:
+        """One optimiser step over `grad_acc_steps` micro-batches; returns averaged metrics + grad norm and lr."""
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        n = self.cfg.grad_acc_steps
+        for i in range(n):
+            batch = next(micro_batches)
+            sync = contextlib.nullcontext()
+            if self.dist_info.enabled and i < n - 1:
+                sync = self.forward_module.no_sync()  # all-reduce once, on the last micro-batch
+            with sync:
+                with self.autocast():
+                    loss, metrics = loss_fn(self.forward_module, batch)
+                (loss / n).backward()
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v / n
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        self.steps += 1
+        totals["grad_norm"] = float(grad_norm)
+        totals["lr"] = self.sched.get_last_lr()[0]
+        return {f"{self.name}/{k}": v for k, v in totals.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.steps = state["steps"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run directory and checkpoints
+
+
+def rng_state(np_rngs: dict[str, np.random.Generator]) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "numpy": {k: g.bit_generator.state for k, g in np_rngs.items()},
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any], np_rngs: dict[str, np.random.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    for k, g in np_rngs.items():
+        if k in state["numpy"]:
+            g.bit_generator.state = state["numpy"][k]
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class RunDir:
+    """<run>/config.yaml, checkpoints/{state.pt, last/, best/}, episodes/, events.* (TensorBoard), log.csv."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "checkpoints" / "state.pt"
+
+    @property
+    def last_weights(self) -> Path:
+        return self.root / "checkpoints" / "last"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.root / "checkpoints" / "best"
+
+    def exists(self) -> bool:
+        return self.state_path.is_file()
+
+    def prepare_new(self) -> None:
+        if self.root.exists() and any(self.root.iterdir()):
+            raise UserError(f"run directory {str(self.root)!r} already exists: continue it with --resume "
+                            f"{self.root}, or choose another --out")
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.state_path)
+
+    def load_state(self) -> dict[str, Any]:
+        if not self.exists():
+            raise UserError(f"{str(self.root)!r} has no checkpoints/state.pt to resume from: start a new run with "
+                            "--out instead")
+        try:
+            return torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
+            raise UserError(f"{str(self.state_path)!r} is corrupt ({str(e).splitlines()[0][:120]}): restore it or "
+                            "start a new run") from None
+
+    def export_weights(self, agent, best: bool = False) -> Path:
+        from diamond_play.weights.format import save_weights_dir
+
+        out = save_weights_dir(agent, self.last_weights, overwrite=True)
+        if best:
+            tmp = self.root / "checkpoints" / ".best.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(out, tmp)
+            from diamond_play.weights.format import replace_dir_atomically
+
+            replace_dir_atomically(tmp, self.best_weights)
+        return out
+
+
+def latest_weights(run_dir: Path) -> Path | None:
+    """A run directory's most recent exported weights (what --weights RUN_DIR means)."""
+    candidate = RunDir(run_dir).last_weights
+    return candidate if (candidate / "config.yaml").is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logging and progress
+
+
+class RunLogger:
+    """Scalars to log.csv (one row per logged step, columns grow as needed) and TensorBoard; images to TensorBoard."""
+
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.root, self.enabled = root, enabled
+        self.csv_path = root / "log.csv"
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(log_dir=str(root))
+            except ImportError:  # TensorBoard is optional: the CSV log is always written
+                self.writer = None
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: float(v) for k, v in values.items()}}
+        existing: list[dict[str, str]] = []
+        if self.csv_path.is_file():
+            with self.csv_path.open() as f:
+                existing = list(csv.DictReader(f))
+        columns = list(dict.fromkeys(["step", *(existing[0].keys() if existing else []), *row]))
+        if existing and set(columns) == set(existing[0].keys()):
+            with self.csv_path.open("a", newline="") as f:
+                csv.DictWriter(f, columns).writerow(row)
+        else:  # new columns: rewrite with the wider header
+            tmp = self.csv_path.with_suffix(".tmp")
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, columns)
+                w.writeheader()
+                w.writerows(existing + [row])
+            os.replace(tmp, self.csv_path)
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def image(self, step: int, tag: str, image_hwc: np.ndarray) -> None:
+        if self.enabled and self.writer is not None:
+            self.writer.add_image(tag, image_hwc, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def progress(total: int, desc: str, initial: int = 0, enabled: bool = True) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, disable=not enabled,
+                smoothing=0.1)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Train the Breakout engine shipped in weights/atari/Breakout (see README, "Default Breakout engine").
+# Resumable: run it again after a stop and it continues from RUN/checkpoints/state.pt. The data is regenerated
+# deterministically (same seed -> same episodes), so only the run directory needs keeping between machines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-data/breakout}
+RUN=${RUN:-weights/_runs/breakout}
+if [ ! -f "$DATA/test/dataset.yaml" ]; then
+  rm -rf "$DATA"
+  python -m data_tools.atari_collect Breakout "$DATA" --frames 100000 --test-frames 10000 --policy mix --seed 0
+fi
+if [ -f "$RUN/checkpoints/state.pt" ]; then
+  exec diamond-play train engine --resume "$RUN" "$@"
+fi
+exec diamond-play train engine --data "$DATA/train" --out "$RUN" --preset small amp=true epochs=60 \
+  steps_per_epoch=200 rew_end_steps_per_epoch=25 rew_end_batch_size=16 sample_every=5 "$@"
