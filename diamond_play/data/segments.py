@@ -84,6 +84,7 @@ class SegmentSampler:
         end = np.zeros((b, seq), dtype=np.int64)
         trunc = np.zeros((b, seq), dtype=np.int64)
         mask = np.zeros((b, seq), dtype=bool)
+        filled = np.zeros((b, seq), dtype=bool)  # slots holding a frame (real steps + a final frame)
         full = None
         if first.full_res_frames is not None:
             full = np.zeros((b, seq) + first.full_res_frames.shape[1:], dtype=np.uint8)
@@ -98,12 +99,21 @@ class SegmentSampler:
             end[i, dst] = ep.terminations[lo:hi]
             trunc[i, dst] = ep.truncations[lo:hi]
             mask[i, dst] = True
+            filled[i, dst] = True
             if full is not None and ep.full_res_frames is not None:
                 full[i, dst] = ep.full_res_frames[lo:hi]
             if stop > len(ep) and ep.final_frame is not None:
                 # The frame after the last step goes in the first padded slot (still masked): it is the next
                 # observation of the terminal transition, which the reward/termination model learns from.
                 frames[i, len(ep) - start] = ep.final_frame
-        return Batch(obs=uint8_to_float(frames), act=torch.from_numpy(act), rew=torch.from_numpy(rew),
+                filled[i, len(ep) - start] = True
+        obs = uint8_to_float(frames)
+        empty = torch.from_numpy(~filled)
+        obs[empty] = 0  # padding is 0 in [-1, 1] (mid-grey), as the official sampler pads float tensors
+        full_res = None
+        if full is not None:
+            full_res = uint8_to_float(full)
+            full_res[empty] = 0
+        return Batch(obs=obs, act=torch.from_numpy(act), rew=torch.from_numpy(rew),
                      end=torch.from_numpy(end), trunc=torch.from_numpy(trunc), mask_padding=torch.from_numpy(mask),
-                     full_res=None if full is None else uint8_to_float(full))
+                     full_res=full_res)

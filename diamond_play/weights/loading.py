@@ -23,13 +23,13 @@ def load_agent(path: str | Path, device: torch.device | str = "cpu", config: str
     if path.is_file() and path.name == MODEL_FILE:
         path = path.parent
     if path.is_dir():
-        if is_weights_dir(path):
-            return load_weights_dir(path, device)
         from diamond_play.train.core import latest_weights
 
         run_weights = latest_weights(path)
         if run_weights is not None:  # a training run directory: its latest checkpoint
             return load_weights_dir(run_weights, device)
+        if is_weights_dir(path):
+            return load_weights_dir(path, device)
         raise UserError(f"{str(path)!r} is a directory without config.yaml: point at a weights directory "
                         "(model.safetensors + config.yaml) or an official .pt file")
     if not path.exists():
