@@ -68,7 +68,7 @@ def cmd_play(args: argparse.Namespace) -> None:
     from diamond_play.weights.loading import default_weights, load_agent
 
     kind = args.command
-    game = canonical_game(args.game) if kind == "atari" else "csgo"
+    game = canonical_game(args.game) if kind == "atari" else args.game if kind == "custom" else "csgo"
     weights = args.weights or default_weights(kind, game)
     device = resolve_device(args.device)
     agent = load_agent(weights, device=device, config=getattr(args, "config", None),
@@ -82,7 +82,9 @@ def cmd_play(args: argparse.Namespace) -> None:
         print("Enter reset, . pause, e step while paused, m human/policy, left/right view (world model, side by "
               "side, real emulator), up/down horizon +-10, h HUD, Esc quit")
         return
-    sampling = csgo_sampling("fast" if args.fast else "quality") if kind == "csgo" else None
+    # CS:GO plays with the weights' sampler settings (the paper's 3 + 10 steps for imported official weights);
+    # --fast switches to the official fast preset.
+    sampling = csgo_sampling("fast") if kind == "csgo" and args.fast else None
     opts = PlayOptions(fps=args.fps, size=args.size, headless=args.headless, frames=args.frames,
                        actions=args.actions, record=args.record, hud=not args.no_hud,
                        mouse_multiplier=getattr(args, "mouse_multiplier", 10.0), screenshot=args.screenshot)
@@ -129,6 +131,26 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
     print(f"run saved in {root}; play it with: diamond-play play --weights {root}")
 
 
+def cmd_record(args: argparse.Namespace) -> None:
+    from diamond_play.play.record import RecordOptions, record
+
+    dataset = record(RecordOptions(env_id=args.env_id, out=args.out, frames=args.frames, policy=args.policy,
+                                   size=tuple(args.resolution), keymap=args.keymap, fps=args.fps, seed=args.seed))
+    frames = sum(len(dataset[i]) for i in range(len(dataset)))
+    print(f"{len(dataset)} episode(s), {frames} frames in {args.out}")
+
+
+def cmd_play_weights(args: argparse.Namespace) -> None:
+    from diamond_play.weights.loading import load_agent
+
+    agent = load_agent(args.weights)
+    args.command = agent.config.kind
+    args.game = agent.config.game
+    args.help_keys = False
+    args.fast = False
+    cmd_play(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diamond-play", description="Play games imagined by a diffusion world "
                                      "model (DIAMOND).")
@@ -147,6 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the paper's 3 + 10 steps)")
     p.add_argument("--mouse-multiplier", type=float, default=10.0, help="mouse sensitivity (default 10)")
     add_play_arguments(p)
+
+    p = sub.add_parser("play", help="play any engine (e.g. one trained with `train engine`) from its weights")
+    p.add_argument("--spawn", type=int, help="start from this spawn point (default: a random one)")
+    p.add_argument("--mouse-multiplier", type=float, default=10.0, help="mouse sensitivity (CS:GO engines)")
+    add_play_arguments(p)
+    p.set_defaults(func=cmd_play_weights)
+
+    p = sub.add_parser("record", help="record gameplay of a gymnasium game into a dataset")
+    p.add_argument("env_id", help="gymnasium id with pixels and discrete actions: an ALE game (Breakout) or e.g. "
+                   "CartPole-v1")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder (created, or appended to)")
+    p.add_argument("--frames", type=int, help="stop after N frames (default: until Esc)")
+    p.add_argument("--policy", default="human", help="human (keyboard), random, or an action file")
+    p.add_argument("--resolution", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+                   help="frame size to store (default 64 64; Atari frames are square)")
+    p.add_argument("--keymap", type=Path, help="YAML key map for non-Atari games: keys: {left: 0, right: 1}")
+    p.add_argument("--fps", type=float, default=15.0, help="recording rate for human play (default 15)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("train", help="train engines: `train engine` (any recorded game)")
     train_sub = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")

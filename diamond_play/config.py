@@ -146,6 +146,7 @@ class WeightsConfig:
     action_names: list[str] = field(default_factory=list)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     frame_size: list[int] = field(default_factory=lambda: [64, 64])  # H, W of what the engine shows
+    keymap: dict[str, Any] = field(default_factory=dict)  # custom engines: {"keys": {key: action}, "default": a}
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = 1

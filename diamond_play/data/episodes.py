@@ -124,6 +124,7 @@ class DatasetInfo:
     frame_size: list[int] = field(default_factory=lambda: [64, 64])
     full_res_size: list[int] | None = None
     source: str = ""
+    keymap: dict[str, Any] = field(default_factory=dict)  # keys used when recording (custom games)
     format_version: int = VERSION
 
 

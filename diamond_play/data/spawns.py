@@ -63,3 +63,26 @@ def save_spawn(folder: str | Path, state: StartState) -> Path:
     if state.next_actions is not None:
         np.save(folder / "next_act.npy", state.next_actions)
     return folder
+
+
+def spawns_from_episodes(episodes, num_frames: int, count: int = 8, full_res: bool = False) -> list[StartState]:
+    """Start states from the first `num_frames` steps of up to `count` episodes spread over the list."""
+    usable = [e for e in episodes if len(e) >= num_frames]
+    if not usable:
+        return []
+    picks = np.linspace(0, len(usable) - 1, min(count, len(usable))).round().astype(int)
+    states = []
+    for i in dict.fromkeys(picks.tolist()):
+        e = usable[i]
+        states.append(StartState(frames=e.frames[:num_frames].copy(), actions=e.actions[:num_frames].copy(),
+                                 full_res_frame=e.full_res_frames[num_frames - 1].copy()
+                                 if full_res and e.full_res_frames is not None else None,
+                                 next_actions=e.actions[num_frames:].copy()))
+    return states
+
+
+def write_spawns(spawn_dir: str | Path, states: list[StartState]) -> Path:
+    spawn_dir = Path(spawn_dir)
+    for i, state in enumerate(states):
+        save_spawn(spawn_dir / f"{i:03d}", state)
+    return spawn_dir

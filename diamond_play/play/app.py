@@ -14,7 +14,7 @@ import pygame
 from diamond_play.engine import Cancelled
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
-from diamond_play.play.controls import AtariControls, CSGOControls
+from diamond_play.play.controls import AtariControls, CSGOControls, KeymapControls, default_keymap
 from diamond_play.play.session import Outcome, PlaySession
 from diamond_play.play.video import VideoRecorder
 
@@ -50,6 +50,11 @@ class Pacer:
         now = time.perf_counter()
         if self.next < now - self.period:
             self.next = now
+
+
+def default_scale(kind: str, frame_hw: tuple[int, ...]) -> int:
+    """Window scale: CS:GO's 280x150 doubles; small frames grow to about 512 pixels."""
+    return 2 if kind == "csgo" else max(1, 512 // max(frame_hw))
 
 
 class Renderer:
@@ -231,6 +236,15 @@ def handle_app_key(state: AppState, key: int) -> None:
         s.engine.horizon = h + 10 if key == pygame.K_UP else max(1, h - 10)
 
 
+def make_controls(session: PlaySession, opts: PlayOptions) -> AtariControls | CSGOControls | KeymapControls:
+    cfg = session.engine.config
+    if cfg.kind == "csgo":
+        return CSGOControls(opts.mouse_multiplier)
+    if cfg.kind == "atari":
+        return AtariControls(cfg.action_names)
+    return KeymapControls(cfg.keymap or default_keymap(cfg.num_actions), cfg.num_actions)
+
+
 class WindowApp:
     """The pygame window. `tick()` handles events, starts a step when one is due, draws; `run()` loops it."""
 
@@ -239,11 +253,10 @@ class WindowApp:
         pygame.font.init()
         pygame.display.set_caption(f"diamond-play: {session.engine.config.game}")
         self.session, self.opts = session, opts
-        self.renderer = Renderer(session, opts.size or (8 if session.kind != "csgo" else 2))
+        self.renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]))
         self.state = AppState(session, opts)
         self.csgo = session.kind == "csgo"
-        self.controls: AtariControls | CSGOControls = (
-            CSGOControls(opts.mouse_multiplier) if self.csgo else AtariControls(session.engine.config.action_names))
+        self.controls = make_controls(session, opts)
         self.scripted = scripted_actions(session, opts.actions) if opts.actions not in ("human", "policy") else None
         self.view = self.state.view
         self.screen = pygame.display.set_mode(self.renderer.screen_size(self.view))
@@ -394,7 +407,7 @@ def run_headless(session: PlaySession, opts: PlayOptions) -> Stats:
     pygame.font.init()
     state = AppState(session, opts)
     scripted = None if opts.actions == "policy" else scripted_actions(session, opts.actions)
-    renderer = Renderer(session, opts.size or (8 if session.kind != "csgo" else 2))
+    renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]))
     surface = pygame.Surface(renderer.screen_size(state.view))
     video = VideoRecorder(opts.record, opts.fps) if opts.record else None
     try:

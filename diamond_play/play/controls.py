@@ -9,6 +9,7 @@ import numpy as np
 import pygame
 
 from diamond_play.envs import csgo
+from diamond_play.errors import UserError
 
 # Atari: which key gives which direction token. Arrows are left for the app (view and horizon), as in DIAMOND.
 ATARI_KEYS = {pygame.K_w: "UP", pygame.K_s: "DOWN", pygame.K_a: "LEFT", pygame.K_d: "RIGHT", pygame.K_SPACE: "FIRE"}
@@ -118,3 +119,45 @@ class CSGOControls:
 
     def action(self) -> np.ndarray:
         return csgo.encode_action(self.current())
+
+
+def default_keymap(num_actions: int) -> dict[str, object]:
+    """For non-Atari games: left arrow = action 0, right arrow = the last action, digits 1-9 = actions 0-8; with no
+    key held the action is 0, or 1 for three-action games whose middle action does nothing (MountainCar, Acrobot)."""
+    keys: dict[str, int] = {str(i + 1): i for i in range(min(9, num_actions))}
+    keys["left"] = 0
+    keys["right"] = num_actions - 1
+    return {"keys": keys, "default": 1 if num_actions == 3 else 0}
+
+
+class KeymapControls:
+    """A key map {"keys": {pygame key name: action}, "default": action}; the most recently pressed key wins."""
+
+    def __init__(self, keymap: dict, num_actions: int) -> None:
+        keys = keymap.get("keys", {})
+        self.default = int(keymap.get("default", 0))
+        self.codes: dict[int, int] = {}
+        if not pygame.display.get_init():  # key names resolve through SDL's video subsystem
+            pygame.display.init()
+        for name, action in keys.items():
+            try:
+                code = pygame.key.key_code(str(name))
+            except ValueError:
+                raise UserError(f"key map: unknown key name {name!r} (use pygame names such as 'left', 'space', "
+                                "'a')") from None
+            if not 0 <= int(action) < num_actions:
+                raise UserError(f"key map: action {action} for key {name!r} is outside 0..{num_actions - 1}")
+            self.codes[code] = int(action)
+        self.held: list[int] = []
+
+    def handle_event(self, event: pygame.event.Event) -> None:
+        if event.type == pygame.KEYDOWN and event.key in self.codes and event.key not in self.held:
+            self.held.append(event.key)
+        elif event.type == pygame.KEYUP and event.key in self.held:
+            self.held.remove(event.key)
+
+    def action(self) -> int:
+        return self.codes[self.held[-1]] if self.held else self.default
+
+    def release_all(self) -> None:
+        self.held.clear()

@@ -106,6 +106,7 @@ class PlaySession:
             if spawn_dir is None:
                 raise UserError("these weights were not loaded from a weights directory, so they have no spawn "
                                 "points: import them with `diamond-play import … --out DIR`")
+            # CS:GO and custom engines have no emulator: they start from spawn points shipped with the weights.
             self.starts = SpawnStarts(load_spawns(spawn_dir), spawn, self.rng)
         self.policy = Policy(agent, self.engine.generator) if agent.actor_critic is not None else None
         self.recorder = None

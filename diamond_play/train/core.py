@@ -229,16 +229,20 @@ class RunDir:
             raise UserError(f"{str(self.state_path)!r} is corrupt ({str(e).splitlines()[0][:120]}): restore it or "
                             "start a new run") from None
 
-    def export_weights(self, agent, best: bool = False) -> Path:
-        from diamond_play.weights.format import save_weights_dir
+    @property
+    def spawn_dir(self) -> Path:
+        return self.root / "spawn"
 
-        out = save_weights_dir(agent, self.last_weights, overwrite=True)
+    def export_weights(self, agent, best: bool = False) -> Path:
+        """Write the agent (and the run's spawn points) to checkpoints/last, and copy it to best/ when asked."""
+        from diamond_play.weights.format import replace_dir_atomically, save_weights_dir
+
+        spawn = self.spawn_dir if self.spawn_dir.is_dir() else None
+        out = save_weights_dir(agent, self.last_weights, overwrite=True, spawn_from=spawn)
         if best:
             tmp = self.root / "checkpoints" / ".best.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(out, tmp)
-            from diamond_play.weights.format import replace_dir_atomically
-
             replace_dir_atomically(tmp, self.best_weights)
         return out
 

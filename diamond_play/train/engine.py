@@ -30,6 +30,7 @@ from diamond_play.config import (
 )
 from diamond_play.data.episodes import Dataset, write_text_atomically
 from diamond_play.data.segments import Batch, SegmentSampler
+from diamond_play.data.spawns import spawns_from_episodes, write_spawns
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.train.core import (
@@ -131,7 +132,8 @@ def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
     kind = cfg.kind or ("atari" if game in ATARI_100K_GAMES or game in _extra_games() else "custom")
     return WeightsConfig(agent=AgentConfig(denoiser=denoiser, rew_end_model=rew_end), game=game, kind=kind,
                          num_actions=info.num_actions, action_names=list(info.action_names),
-                         sampling=SamplingConfig(dynamics=dataclasses.replace(ATARI_SAMPLER)), frame_size=[h, w])
+                         sampling=SamplingConfig(dynamics=dataclasses.replace(ATARI_SAMPLER)), frame_size=[h, w],
+                         keymap=dict(info.keymap))
 
 
 def denoiser_loss(module, batch: Batch):
@@ -192,17 +194,19 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
         raise UserError(f"dataset {cfg.data!r} has no episodes: record some first")
     weights_cfg = build_agent_config(cfg, dataset.info)
     device = resolve_device(cfg.device, dist_info)
+    episodes = [dataset[i] for i in range(len(dataset))]
+    for ep in episodes:
+        dataset.check_actions(ep)
+    n = cfg.num_steps_conditioning
     if dist_info.is_main:
         if resume is None:
             run.prepare_new()
         write_text_atomically(run.config_path, dump_yaml(cfg))  # overrides given on resume are kept
+        if not run.spawn_dir.is_dir():  # start states for engines without an emulator, shipped with the weights
+            write_spawns(run.spawn_dir, spawns_from_episodes(episodes, n))
 
     torch.manual_seed(cfg.seed + dist_info.rank)
     agent = Agent(weights_cfg).to(device)
-    episodes = [dataset[i] for i in range(len(dataset))]
-    for ep in episodes:
-        dataset.check_actions(ep)
-    n = weights_cfg.agent.denoiser.inner_model.num_steps_conditioning
     den_sampler = SegmentSampler(episodes, n + 1 + cfg.num_autoregressive_steps, cfg.batch_size,
                                  seed=cfg.seed * 1000 + dist_info.rank)
     rew_sampler = SegmentSampler(episodes, cfg.rew_end_seq_length, cfg.rew_end_batch_size,
