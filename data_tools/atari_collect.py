@@ -15,78 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from diamond_play.data.episodes import Dataset, DatasetInfo, Episode
-from diamond_play.envs.atari import AtariEnv
+from diamond_play.data.collect import collect
 from diamond_play.errors import UserError
-
-# Breakout RAM: paddle x, ball x, ball y (0 when no ball is in play).
-BREAKOUT_PADDLE_X, BREAKOUT_BALL_X, BREAKOUT_BALL_Y = 72, 99, 101
-
-
-class BreakoutTracker:
-    """Moves the paddle under the ball; the aim offset and the share of random actions change per episode."""
-
-    def __init__(self, rng: np.random.Generator, meanings: tuple[str, ...]) -> None:
-        self.rng = rng
-        self.fire, self.right, self.left, self.noop = (meanings.index(m) for m in ("FIRE", "RIGHT", "LEFT", "NOOP"))
-        self.new_episode()
-
-    def new_episode(self) -> None:
-        self.offset = float(self.rng.normal(8, 4))
-        self.epsilon = float(self.rng.uniform(0.05, 0.3))
-
-    def __call__(self, env: AtariEnv) -> int:
-        if self.rng.random() < self.epsilon:
-            return int(self.rng.integers(env.num_actions))
-        ram = env.ram()
-        if ram[BREAKOUT_BALL_Y] == 0:
-            return self.fire
-        diff = int(ram[BREAKOUT_BALL_X]) - (int(ram[BREAKOUT_PADDLE_X]) + self.offset)
-        return self.right if diff > 2 else self.left if diff < -2 else self.noop
-
-
-def collect(game: str, out: Path, frames: int, policy: str, seed: int, desc: str) -> Dataset:
-    env = AtariEnv(game, end_on_life_loss=True, seed=seed)
-    rng = np.random.default_rng(seed)
-    if policy in ("tracker", "mix") and env.game != "Breakout":
-        raise UserError(f"the tracker policy knows Breakout only, not {env.game}: use --policy random")
-    dataset = Dataset(out, DatasetInfo(game=env.game, num_actions=env.num_actions,
-                                       action_names=list(env.action_meanings), fps=15.0, frame_size=[64, 64],
-                                       source=f"data_tools.atari_collect policy={policy} seed={seed}"))
-    done = sum(len(dataset[i]) for i in range(len(dataset)))  # resumable: continue after what is on disk
-    tracker = BreakoutTracker(rng, env.action_meanings) if policy in ("tracker", "mix") else None
-    bar = tqdm(total=frames, initial=done, desc=desc, unit="frame")
-    while done < frames:
-        use_tracker = tracker is not None and (policy == "tracker" or rng.random() < 0.8)
-        if tracker is not None:
-            tracker.new_episode()
-        frame, _ = env.reset()
-        obs, acts, rews, ends, truncs = [], [], [], [], []
-        final = None
-        while True:
-            a = tracker(env) if use_tracker and tracker is not None else int(rng.integers(env.num_actions))
-            next_frame, r, end, trunc, info = env.step(a)
-            obs.append(frame)
-            acts.append(a)
-            rews.append(r)
-            ends.append(end)
-            truncs.append(trunc)
-            frame = next_frame
-            if end or trunc or done + len(obs) >= frames:
-                final = next_frame
-                break
-        truncs[-1] = truncs[-1] or not ends[-1]
-        dataset.append(Episode(frames=np.stack(obs), actions=np.array(acts), rewards=np.array(rews, np.float32),
-                               terminations=np.array(ends), truncations=np.array(truncs), final_frame=final,
-                               attrs={"game": env.game, "source": "ale", "fps": 15.0}))
-        done += len(obs)
-        bar.update(len(obs))
-    bar.close()
-    env.close()
-    return dataset
 
 
 def main(argv: list[str] | None = None) -> int:

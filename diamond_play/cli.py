@@ -151,6 +151,26 @@ def cmd_play_weights(args: argparse.Namespace) -> None:
     cmd_play(args)
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from diamond_play.envs.atari import canonical_game
+    from diamond_play.evaluate import evaluate, held_out_episodes, save_strip
+    from diamond_play.weights.loading import load_agent
+
+    device = resolve_device(args.device)
+    agent = load_agent(args.weights, device=device)
+    game = canonical_game(args.game) if args.game else agent.config.game
+    episodes = held_out_episodes(args.data, game, args.episodes, args.seed)
+    horizons = tuple(h for h in (1, 4, 16, 64) if h <= args.max_horizon)
+    result, strip = evaluate(agent, episodes, device=device, seed=args.seed, horizons=horizons)
+    print(result.table())
+    path = save_strip(strip, args.strip)
+    print(f"strip (real above, imagined below) written to {path}")
+    if args.json:
+        args.json.write_text(json.dumps(result.as_metrics(), indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diamond-play", description="Play games imagined by a diffusion world "
                                      "model (DIAMOND).")
@@ -198,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=["paper", "small", "tiny"], help="model size (default small)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 amp=true")
     t.set_defaults(func=cmd_train_engine)
+
+    p = sub.add_parser("eval", help="measure a world model on held-out real episodes (PSNR, SSIM, open loop)")
+    p.add_argument("weights", type=Path, help="weights directory, run directory or official .pt")
+    p.add_argument("--game", help="Atari game to collect held-out episodes from (default: the weights' game)")
+    p.add_argument("--data", type=Path, help="held-out dataset folder (default: collect fresh episodes)")
+    p.add_argument("--episodes", type=int, default=8, help="number of held-out episodes (default 8)")
+    p.add_argument("--max-horizon", type=int, default=64, help="longest open-loop horizon (1, 4, 16, 64)")
+    p.add_argument("--strip", type=Path, default=Path("eval_strip.png"), help="PNG strip to write")
+    p.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=12345, help="seed for held-out collection and sampling")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("import", help="convert an official DIAMOND checkpoint (.pt) into a weights directory")
     p.add_argument("checkpoint", type=Path, help="official agent checkpoint, e.g. Breakout.pt or csgo.pt")

@@ -123,3 +123,29 @@ def test_segment_batches_feed_both_losses(breakout_data):
     rbatch = SegmentSampler(episodes, 8, 2, seed=0, beyond_end=True).sample()
     rloss, metrics = agent.rew_end_model(rbatch.obs, rbatch.act, rbatch.rew, rbatch.end, rbatch.mask_padding)
     assert torch.isfinite(loss) and torch.isfinite(rloss) and np.isfinite(metrics["loss_end"])
+
+
+def test_eval_prints_the_table_and_writes_a_strip(breakout_data, tmp_path, capsys):
+    from diamond_play.evaluate import psnr, ssim
+
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.isinf(psnr(x, x)).logical_not().all() and psnr(x, x)[0] > 90
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-4)
+    assert psnr(x, -x)[0] < psnr(x, x * 0.9)[0]
+
+    run = tmp_path / "run"
+    assert main(["train", "engine", "--data", str(breakout_data / "train"), "--out", str(run), *TINY, "epochs=1",
+                 "steps_per_epoch=1", "rew_end_steps_per_epoch=1"]) == 0
+    strip, metrics = tmp_path / "strip.png", tmp_path / "m.json"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", str(breakout_data / "test"), "--episodes", "1", "--max-horizon", "4",
+                 "--strip", str(strip), "--json", str(metrics)]) == 0
+    out = capsys.readouterr().out
+    assert "one-step PSNR" in out and "open-loop PSNR h=4" in out and "repeat-last" in out
+    assert "reward accuracy" in out
+    import cv2
+
+    img = cv2.imread(str(strip))
+    assert img.shape[0] == 2 * 64 * 3 and img.shape[1] == 4 * 64 * 3  # real row + imagined row, 4 steps, x3
+    values = json.loads(metrics.read_text())
+    assert "open_loop_psnr_h4" in values and "baseline_one_step_psnr" in values

@@ -1,0 +1,226 @@
+"""`diamond-play eval`: how well a world model predicts held-out real play.
+
+Teacher-forced one-step PSNR/SSIM, open-loop PSNR at several horizons (the model feeds on its own frames while the
+real actions are replayed), the same numbers for the baseline that repeats the last real frame, and
+reward/termination accuracy. Also writes a PNG strip: real frames above, imagined frames below.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from diamond_play.data.episodes import Dataset, Episode
+from diamond_play.data.segments import uint8_to_float
+from diamond_play.engine import predict_low_res
+from diamond_play.errors import UserError
+from diamond_play.models.agent import Agent
+from diamond_play.models.denoiser import make_randn
+
+HORIZONS = (1, 4, 16, 64)
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image PSNR in dB for frames in [-1, 1] (peak-to-peak 2)."""
+    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def ssim(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image SSIM (Gaussian window 11, sigma 1.5, on [0, 1] images, averaged over channels)."""
+    a, b = (a + 1) / 2, (b + 1) / 2
+    coords = torch.arange(11, dtype=a.dtype, device=a.device) - 5
+    g = torch.exp(-(coords**2) / (2 * 1.5**2))
+    g = g / g.sum()
+    window = (g[:, None] * g[None, :]).expand(a.shape[1], 1, 11, 11).contiguous()
+
+    def blur(x: Tensor) -> Tensor:
+        return F.conv2d(x, window, padding=5, groups=a.shape[1])
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1)
+
+
+@dataclass
+class EvalResult:
+    one_step_psnr: float
+    one_step_ssim: float
+    baseline_one_step_psnr: float
+    baseline_one_step_ssim: float
+    open_loop_psnr: dict[int, float] = field(default_factory=dict)
+    baseline_open_loop_psnr: dict[int, float] = field(default_factory=dict)
+    reward_accuracy: float | None = None
+    nonzero_reward_recall: float | None = None
+    end_accuracy: float | None = None
+    end_recall: float | None = None
+    num_episodes: int = 0
+    num_frames: int = 0
+
+    def table(self) -> str:
+        rows = [("one-step PSNR (dB)", self.one_step_psnr, self.baseline_one_step_psnr),
+                ("one-step SSIM", self.one_step_ssim, self.baseline_one_step_ssim)]
+        rows += [(f"open-loop PSNR h={h} (dB)", self.open_loop_psnr[h], self.baseline_open_loop_psnr[h])
+                 for h in sorted(self.open_loop_psnr)]
+        lines = [f"{'metric':28s} {'model':>8s} {'repeat-last':>12s} {'gain':>8s}", "-" * 60]
+        lines += [f"{name:28s} {m:8.3f} {b:12.3f} {m - b:+8.3f}" for name, m, b in rows]
+        if self.reward_accuracy is not None:
+            lines.append(f"{'reward accuracy':28s} {self.reward_accuracy:8.3f}")
+            if self.nonzero_reward_recall is not None:
+                lines.append(f"{'nonzero-reward recall':28s} {self.nonzero_reward_recall:8.3f}")
+            lines.append(f"{'end accuracy':28s} {self.end_accuracy:8.3f}")
+            if self.end_recall is not None:
+                lines.append(f"{'end recall':28s} {self.end_recall:8.3f}")
+        lines.append(f"({self.num_episodes} held-out episodes, {self.num_frames} frames)")
+        return "\n".join(lines)
+
+    def as_metrics(self) -> dict[str, float]:
+        out = {"one_step_psnr": self.one_step_psnr, "one_step_ssim": self.one_step_ssim,
+               "baseline_one_step_psnr": self.baseline_one_step_psnr}
+        for h in self.open_loop_psnr:
+            out[f"open_loop_psnr_h{h}"] = self.open_loop_psnr[h]
+            out[f"baseline_open_loop_psnr_h{h}"] = self.baseline_open_loop_psnr[h]
+        for k in ("reward_accuracy", "nonzero_reward_recall", "end_accuracy", "end_recall"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def _denoise_batch(agent: Agent, obs: Tensor, act: Tensor, randn) -> Tensor:
+    return predict_low_res(agent.denoiser, agent.config.sampling.dynamics, obs, act, randn).clamp(-1, 1)
+
+
+@torch.no_grad()
+def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn, batch_size: int = 64,
+             max_windows: int = 2000) -> tuple[float, float, float, float]:
+    n = agent.denoiser.num_steps_conditioning
+    windows = [(e, t) for e in episodes for t in range(n, len(e))]
+    if len(windows) > max_windows:
+        keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
+        windows = [windows[i] for i in keep]
+    if not windows:
+        raise UserError(f"held-out episodes are shorter than {n + 1} frames: nothing to evaluate")
+    sums = np.zeros(4)
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size]
+        obs = uint8_to_float(np.stack([e.frames[t - n : t] for e, t in chunk])).to(device)
+        act = torch.from_numpy(np.stack([e.actions[t - n : t] for e, t in chunk])).to(device)
+        real = uint8_to_float(np.stack([e.frames[t] for e, t in chunk])).to(device)
+        pred = _denoise_batch(agent, obs, act, randn)
+        last = obs[:, -1]
+        sums += [psnr(pred, real).sum().item(), ssim(pred, real).sum().item(), psnr(last, real).sum().item(),
+                 ssim(last, real).sum().item()]
+    return tuple((sums / len(windows)).tolist())  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn,
+              horizons: tuple[int, ...] = HORIZONS, starts_per_episode: int = 4) -> tuple[dict, dict, np.ndarray]:
+    """Roll out max(horizons) steps from several starts; PSNR at each horizon and a strip of the first rollout."""
+    n = agent.denoiser.num_steps_conditioning
+    H = max(horizons)
+    starts = []
+    for e in episodes:
+        usable = len(e) - H - n + 1
+        if usable > 0:
+            starts += [(e, int(s)) for s in np.linspace(0, usable - 1, starts_per_episode).round().astype(int)]
+    if not starts:
+        raise UserError(f"no held-out episode is longer than {n + H} frames: use longer episodes or smaller horizons")
+    obs = uint8_to_float(np.stack([e.frames[s : s + n] for e, s in starts])).to(device)
+    last_real = obs[:, -1].clone()
+    model, baseline = {h: 0.0 for h in horizons}, {h: 0.0 for h in horizons}
+    strip_real, strip_pred = [], []
+    for k in range(H):
+        act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s in starts])).to(device)
+        pred = _denoise_batch(agent, obs, act, randn)
+        real = uint8_to_float(np.stack([e.frames[s + n + k] for e, s in starts])).to(device)
+        if k + 1 in model:
+            model[k + 1] = psnr(pred, real).mean().item()
+            baseline[k + 1] = psnr(last_real, real).mean().item()
+        if k < 16:
+            strip_real.append(real[0])
+            strip_pred.append(pred[0])
+        obs = torch.cat([obs[:, 1:], pred[:, None]], dim=1)
+    strip = torch.cat([torch.cat(strip_real, dim=-1), torch.cat(strip_pred, dim=-1)], dim=-2)
+    strip_img = strip.add(1).mul(127.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    return model, baseline, strip_img
+
+
+@torch.no_grad()
+def rew_end_accuracy(agent: Agent, episodes: list[Episode], device: torch.device) -> tuple[float, ...] | None:
+    model = agent.rew_end_model
+    if model is None:
+        return None
+    correct_r = correct_e = total = nz_total = nz_hit = end_total = end_hit = 0
+    for e in episodes:
+        if len(e) < 2:
+            continue
+        frames = e.frames if e.final_frame is None else np.concatenate([e.frames, e.final_frame[None]])
+        t = len(frames) - 1
+        obs = uint8_to_float(frames[:-1])[None].to(device)
+        nxt = uint8_to_float(frames[1:])[None].to(device)
+        act = torch.from_numpy(e.actions[:t])[None].to(device)
+        rew_logits, end_logits, _ = model.predict_rew_end(obs, act, nxt)
+        pred_r = rew_logits.argmax(-1)[0].cpu().numpy()
+        pred_e = end_logits.argmax(-1)[0].cpu().numpy()
+        true_r = (np.sign(e.rewards[:t]) + 1).astype(int)
+        true_e = e.terminations[:t].astype(int)
+        correct_r += int((pred_r == true_r).sum())
+        correct_e += int((pred_e == true_e).sum())
+        total += t
+        nz = true_r != 1
+        nz_total += int(nz.sum())
+        nz_hit += int((pred_r[nz] == true_r[nz]).sum())
+        end_total += int(true_e.sum())
+        end_hit += int(((pred_e == 1) & (true_e == 1)).sum())
+    return (correct_r / max(total, 1), nz_hit / nz_total if nz_total else math.nan, correct_e / max(total, 1),
+            end_hit / end_total if end_total else math.nan)
+
+
+def held_out_episodes(data: Path | None, game: str, episodes: int, seed: int) -> list[Episode]:
+    """Episodes from a held-out dataset folder, or freshly collected ones (seeded, never seen in training)."""
+    if data is None:
+        from diamond_play.data.collect import collect
+
+        tmp = Path(tempfile.mkdtemp(prefix="diamond_eval_"))
+        policy = "mix" if game == "Breakout" else "random"
+        ds = collect(game, tmp / "held_out", frames=episodes * 300, policy=policy, seed=seed, desc="collect")
+    else:
+        ds = Dataset(data)
+    eps = [ds[i] for i in range(len(ds))]
+    eps.sort(key=len, reverse=True)
+    return eps[:episodes]
+
+
+def evaluate(agent: Agent, episodes: list[Episode], device: torch.device | str = "cpu", seed: int = 0,
+             horizons: tuple[int, ...] = HORIZONS) -> tuple[EvalResult, np.ndarray]:
+    device = torch.device(device)
+    agent = agent.to(device).eval()
+    g = torch.Generator(device=device).manual_seed(seed)
+    randn = make_randn(device, generator=g)
+    one = one_step(agent, episodes, device, randn)
+    model, baseline, strip = open_loop(agent, episodes, device, randn, horizons)
+    result = EvalResult(*one, open_loop_psnr=model, baseline_open_loop_psnr=baseline, num_episodes=len(episodes),
+                        num_frames=sum(len(e) for e in episodes))
+    acc = rew_end_accuracy(agent, episodes, device)
+    if acc is not None:
+        result.reward_accuracy, result.nonzero_reward_recall, result.end_accuracy, result.end_recall = (
+            None if math.isnan(v) else v for v in acc)
+    return result, strip
+
+
+def save_strip(strip: np.ndarray, path: Path, scale: int = 3) -> Path:
+    big = cv2.resize(strip, (strip.shape[1] * scale, strip.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    return path
