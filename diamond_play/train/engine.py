@@ -50,12 +50,14 @@ from diamond_play.train.core import (
 DENOISER_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"cond_channels": 256, "channels": [64, 64, 64, 64], "depths": [2, 2, 2, 2]},
     "small": {"cond_channels": 128, "channels": [32, 32, 32, 32], "depths": [2, 2, 2, 2]},
-    "tiny": {"cond_channels": 32, "channels": [8, 16], "depths": [1, 1]},
+    # Three levels keep the always-on attention of the middle blocks at 16x16 for 64x64 frames.
+    "tiny": {"cond_channels": 32, "channels": [8, 16, 16], "depths": [1, 1, 1]},
 }
 REW_END_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": {"lstm_dim": 256, "cond_channels": 64, "channels": [16, 16, 16, 16]},
-    "tiny": {"lstm_dim": 16, "cond_channels": 16, "channels": [8, 8], "depths": [1, 1], "attn_depths": [0, 0]},
+    # Four levels: the encoder's final attention blocks then run at 8x8 for 64x64 frames.
+    "tiny": {"lstm_dim": 16, "cond_channels": 16, "channels": [8, 8, 8, 8], "depths": [1, 1, 1, 1]},
 }
 
 
