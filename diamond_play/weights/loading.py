@@ -28,6 +28,9 @@ def load_agent(path: str | Path, device: torch.device | str = "cpu", config: str
         run_weights = latest_weights(path)
         if run_weights is not None:  # a training run directory: its latest checkpoint
             return load_weights_dir(run_weights, device)
+        if not (path / MODEL_FILE).exists() and ((path / "checkpoints").is_dir() or (path / "log.csv").exists()):
+            raise UserError(f"training run {str(path)!r} has no exported weights yet: they appear after its first "
+                            "epoch (checkpoints/last)")
         if is_weights_dir(path):
             return load_weights_dir(path, device)
         raise UserError(f"{str(path)!r} is a directory without config.yaml: point at a weights directory "
