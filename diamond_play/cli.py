@@ -127,7 +127,12 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
         raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
     if args.resume is None and args.data is None:
         raise UserError("a new run needs --data DATASET")
-    root = train_engine(args.out, args.resume, str(args.data) if args.data else None, args.preset, args.overrides)
+    overrides = list(args.overrides)
+    if args.resolution:
+        overrides.append(f"resolution=[{args.resolution[0]}, {args.resolution[1]}]")
+    if args.upsampler:
+        overrides.append("upsampler=true")
+    root = train_engine(args.out, args.resume, str(args.data) if args.data else None, args.preset, overrides)
     print(f"run saved in {root}; play it with: diamond-play play --weights {root}")
 
 
@@ -216,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="new run directory")
     t.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
     t.add_argument("--preset", choices=["paper", "small", "tiny"], help="model size (default small)")
+    t.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), help="frame size of the world model "
+                   "(default: the dataset's)")
+    t.add_argument("--upsampler", action="store_true", help="two stages: the world model at --resolution and an "
+                   "upsampler back to the dataset's frame size (like DIAMOND's CS:GO engine)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 amp=true")
     t.set_defaults(func=cmd_train_engine)
 

@@ -107,3 +107,44 @@ def test_import_rejects_an_action_outside_the_space_and_keeps_existing_episodes(
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert err.startswith("video_import: error: b.csv line 2: action 5 is outside 0..1")
     assert len(Dataset(tmp_path / "ds")) == 1  # what was imported before is still there
+
+
+def test_two_stage_engine_with_upsampler(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["record", "CartPole-v1", "--out", str(data), "--frames", "40", "--policy", "random",
+                 "--resolution", "40", "60"]) == 0
+    assert main(["train", "engine", "--data", str(data), "--out", str(run), "--resolution", "20", "30",
+                 "--upsampler", *TINY, "train_rew_end=false", "upsampler_steps_per_epoch=2", "upsampler_batch_size=2"]) == 0
+    agent = diamond_play.load_agent(run)
+    assert agent.upsampler is not None and agent.upsampler.cfg.upsampling_factor == 2
+    assert agent.config.frame_size == [40, 60] and agent.config.kind == "custom"
+    assert "upsampler/loss_denoising" in (run / "log.csv").read_text().splitlines()[0]
+    shot = tmp_path / "shot.png"
+    assert main(["play", "--weights", str(run), "--headless", "--frames", "2", "--actions", "random", "--size", "2",
+                 "--screenshot", str(shot)]) == 0
+    assert cv2.imread(str(shot)).shape[:2] == (80, 120)
+    capsys.readouterr()
+    assert main(["train", "engine", "--data", str(data), "--out", str(tmp_path / "r2"), "--resolution", "15",
+                 "25", "--upsampler", *TINY]) == 2
+    assert "integer multiple" in capsys.readouterr().err
+
+
+def test_lower_resolution_atari_engine(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["record", "Breakout", "--out", str(data), "--frames", "60", "--policy", "random"]) == 0
+    assert main(["train", "engine", "--data", str(data), "--out", str(run), "--resolution", "32", "32", *TINY]) == 0
+    agent = diamond_play.load_agent(run)
+    assert agent.config.frame_size == [32, 32] and agent.config.kind == "atari"
+    assert main(["atari", "Breakout", "--weights", str(run), "--headless", "--frames", "2", "--actions",
+                 "random"]) == 0
+
+
+def test_human_recording_window_with_posted_keys(tmp_path):
+    """The keyboard path: a real pygame window (dummy driver); a held key is what gets recorded."""
+    from diamond_play.play.record import RecordOptions, record
+
+    pygame.display.init()
+    pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT, mod=0, unicode="", scancode=0))
+    ds = record(RecordOptions(env_id="CartPole-v1", out=tmp_path / "d", frames=8, fps=200))
+    actions = np.concatenate([ds[i].actions for i in range(len(ds))])
+    assert len(actions) == 8 and (actions == 1).all()  # right arrow = the last action, held throughout

@@ -67,7 +67,7 @@ class AtariEnv:
         import numpy as np
 
         quiet_ale()
-        self.game = canonical_game(game, known=ATARI_100K_GAMES + tuple(_extra_games()))
+        self.game = canonical_game(game, known=ATARI_100K_GAMES + tuple(ale_games()))
         self.env = gym.make(env_id(self.game), repeat_action_probability=0.0, full_action_space=False)
         self.size, self.frame_skip, self.noop_max = size, frame_skip, noop_max
         self.end_on_life_loss = end_on_life_loss
@@ -140,7 +140,7 @@ class AtariEnv:
         self.env.close()
 
 
-def _extra_games() -> list[str]:
+def ale_games() -> list[str]:
     """Every other ALE game gymnasium knows as {Game}NoFrameskip-v4, so play and record work beyond Atari 100k."""
     import gymnasium as gym
 

@@ -9,10 +9,10 @@ from diamond_play.errors import UserError
 
 
 def is_atari_id(env_id: str) -> bool:
-    from diamond_play.envs.atari import ATARI_100K_GAMES, _extra_games
+    from diamond_play.envs.atari import ATARI_100K_GAMES, ale_games
 
     name = env_id.removeprefix("ALE/").split("-v")[0].removesuffix("NoFrameskip")
-    return name.lower() in {g.lower() for g in (*ATARI_100K_GAMES, *_extra_games())}
+    return name.lower() in {g.lower() for g in (*ATARI_100K_GAMES, *ale_games())}
 
 
 def atari_name(env_id: str) -> str:

@@ -240,7 +240,7 @@ def make_controls(session: PlaySession, opts: PlayOptions) -> AtariControls | CS
     cfg = session.engine.config
     if cfg.kind == "csgo":
         return CSGOControls(opts.mouse_multiplier)
-    if cfg.kind == "atari":
+    if cfg.kind == "atari" or (not cfg.keymap and "NOOP" in cfg.action_names):  # ALE action names
         return AtariControls(cfg.action_names)
     return KeymapControls(cfg.keymap or default_keymap(cfg.num_actions), cfg.num_actions)
 

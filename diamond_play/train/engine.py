@@ -13,24 +13,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from diamond_play import __version__
 from diamond_play.config import (
     ATARI_SAMPLER,
+    CSGO_UPSAMPLER_SAMPLERS,
+    AgentConfig,
     DenoiserConfig,
     InnerModelConfig,
     RewEndModelConfig,
     SamplingConfig,
+    SigmaDistributionConfig,
     WeightsConfig,
     dump_yaml,
     from_dict,
     read_yaml,
 )
-from diamond_play.data.episodes import Dataset, write_text_atomically
+from diamond_play.data.episodes import Dataset, Episode, write_text_atomically
 from diamond_play.data.segments import Batch, SegmentSampler
 from diamond_play.data.spawns import spawns_from_episodes, write_spawns
+from diamond_play.envs.atari import ATARI_100K_GAMES, ale_games
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.train.core import (
@@ -53,6 +58,12 @@ DENOISER_PRESETS: dict[str, dict[str, Any]] = {
     # Three levels keep the always-on attention of the middle blocks at 16x16 for 64x64 frames.
     "tiny": {"cond_channels": 32, "channels": [8, 16, 16], "depths": [1, 1, 1]},
 }
+UPSAMPLER_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"cond_channels": 2048, "channels": [64, 64, 128, 256], "depths": [2, 2, 2, 2],
+              "attn_depths": [0, 0, 0, 1]},  # CS:GO's upsampler
+    "small": {"cond_channels": 128, "channels": [32, 32, 64, 64], "depths": [2, 2, 2, 2], "attn_depths": [0, 0, 0, 1]},
+    "tiny": {"cond_channels": 32, "channels": [8, 8, 8, 16], "depths": [1, 1, 1, 1], "attn_depths": [0, 0, 0, 1]},
+}
 REW_END_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": {"lstm_dim": 256, "cond_channels": 64, "channels": [16, 16, 16, 16]},
@@ -70,6 +81,8 @@ class EngineTrainConfig:
     game: str = ""  # default: the dataset's
     kind: str = ""  # atari (start states from the real game) or custom (spawn points); default from the game
     num_steps_conditioning: int = 4
+    resolution: list[int] = field(default_factory=list)  # H, W of the dynamics model (default: the dataset's)
+    upsampler: bool = False  # two stages: dynamics at `resolution`, an upsampler back to the dataset's size
     denoiser: dict[str, Any] = field(default_factory=dict)  # InnerModelConfig overrides
     sigma_offset_noise: float = 0.3
     train_rew_end: bool = True
@@ -79,10 +92,14 @@ class EngineTrainConfig:
     rew_end_steps_per_epoch: int = 200
     batch_size: int = 32
     num_autoregressive_steps: int = 1  # window = L + 1 + K frames, the loss predicts K + 1 of them
+    upsampler_batch_size: int = 8
+    upsampler_steps_per_epoch: int = 200
+    upsampler_model: dict[str, Any] = field(default_factory=dict)  # InnerModelConfig overrides
     rew_end_batch_size: int = 32
     rew_end_seq_length: int = 19  # 15 + burn-in 4, as the official Atari trainer
     denoiser_optim: OptimConfig = field(default_factory=OptimConfig)
     rew_end_optim: OptimConfig = field(default_factory=lambda: OptimConfig(max_grad_norm=100.0))
+    upsampler_optim: OptimConfig = field(default_factory=lambda: OptimConfig(max_grad_norm=10.0))
     device: str = "auto"
     amp: bool = False  # bf16 autocast
     compile: bool = False
@@ -109,12 +126,46 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def model_resolution(cfg: EngineTrainConfig, info) -> tuple[tuple[int, int], tuple[int, int], int | None]:
+    """-> (dynamics H W, shown H W, upsampling factor or None)."""
+    native = (int(info.frame_size[0]), int(info.frame_size[1]))
+    low = (int(cfg.resolution[0]), int(cfg.resolution[1])) if cfg.resolution else native
+    if len(cfg.resolution) not in (0, 2):
+        raise UserError("resolution takes two numbers: H W")
+    if not cfg.upsampler:
+        return low, low, None
+    if low == native:
+        raise UserError("--upsampler needs a --resolution smaller than the dataset's frames "
+                        f"({native[0]}x{native[1]})")
+    factor = native[0] // low[0]
+    if native[0] % low[0] or native[1] % low[1] or native[1] // low[1] != factor:
+        raise UserError(f"the dataset's {native[0]}x{native[1]} frames must be an integer multiple (same for H and W) "
+                        f"of --resolution {low[0]} {low[1]}")
+    return low, native, factor
+
+
+def prepare_episodes(episodes: list[Episode], low: tuple[int, int], two_stage: bool) -> list[Episode]:
+    """Resize frames to the dynamics resolution; two-stage engines keep the originals as full-res targets."""
+    if tuple(episodes[0].frames.shape[1:3]) == low and not two_stage:
+        return episodes
+
+    def resize(frames: np.ndarray) -> np.ndarray:
+        return np.stack([cv2.resize(f, (low[1], low[0]), interpolation=cv2.INTER_AREA) for f in frames])
+
+    out = []
+    for e in episodes:
+        out.append(dataclasses.replace(
+            e, frames=resize(e.frames), full_res_frames=e.frames if two_stage else None,
+            final_frame=None if e.final_frame is None else resize(e.final_frame[None])[0]))
+    return out
+
+
 def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
     if cfg.preset not in DENOISER_PRESETS:
         raise UserError(f"unknown preset {cfg.preset!r}: use one of {sorted(DENOISER_PRESETS)}")
     if info.action_type != "discrete":
         raise UserError("engine training supports discrete actions; CS:GO data uses `diamond-play train csgo`")
-    h, w = info.frame_size
+    (h, w), shown, factor = model_resolution(cfg, info)
     preset = DENOISER_PRESETS[cfg.preset]
     inner = from_dict(InnerModelConfig, {**preset, "attn_depths": [False] * len(preset["channels"]),
                                          "num_steps_conditioning": cfg.num_steps_conditioning,
@@ -127,19 +178,30 @@ def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
             raise UserError("the reward/termination model needs square frames: pass train_rew_end=false")
         rew_end = from_dict(RewEndModelConfig, {**REW_END_PRESETS[cfg.preset], "img_size": h,
                                                 "num_actions": info.num_actions, **cfg.rew_end}, "rew_end")
-    from diamond_play.config import AgentConfig
-    from diamond_play.envs.atari import ATARI_100K_GAMES, _extra_games
-
+    upsampler = None
+    sampling = SamplingConfig(dynamics=dataclasses.replace(ATARI_SAMPLER))
+    if factor is not None:
+        up_inner = from_dict(InnerModelConfig, {**UPSAMPLER_PRESETS[cfg.preset], "num_steps_conditioning": 1,
+                                                "num_actions": None, "noise_cond_embedding": True,
+                                                "is_upsampler": True, **cfg.upsampler_model}, "upsampler_model")
+        upsampler = DenoiserConfig(inner_model=up_inner, sigma_offset_noise=0.1, upsampling_factor=factor,
+                                   sigma_distribution=SigmaDistributionConfig(loc=-1.2))
+        sampling.upsampler = dataclasses.replace(CSGO_UPSAMPLER_SAMPLERS["fast"])
     game = cfg.game or info.game
-    kind = cfg.kind or ("atari" if game in ATARI_100K_GAMES or game in _extra_games() else "custom")
-    return WeightsConfig(agent=AgentConfig(denoiser=denoiser, rew_end_model=rew_end), game=game, kind=kind,
-                         num_actions=info.num_actions, action_names=list(info.action_names),
-                         sampling=SamplingConfig(dynamics=dataclasses.replace(ATARI_SAMPLER)), frame_size=[h, w],
-                         keymap=dict(info.keymap))
+    # Engines of ALE games start from the real emulator; others (and two-stage ones) from spawn points.
+    is_ale = game in ATARI_100K_GAMES or game in ale_games()
+    kind = cfg.kind or ("atari" if is_ale and upsampler is None else "custom")
+    return WeightsConfig(agent=AgentConfig(denoiser=denoiser, upsampler=upsampler, rew_end_model=rew_end), game=game,
+                         kind=kind, num_actions=info.num_actions, action_names=list(info.action_names),
+                         sampling=sampling, frame_size=list(shown), keymap=dict(info.keymap))
 
 
 def denoiser_loss(module, batch: Batch):
     return module(batch.obs, batch.act, batch.mask_padding)
+
+
+def upsampler_loss(module, batch: Batch):
+    return module(batch.obs, None, batch.mask_padding, batch.full_res)
 
 
 def rew_end_loss(module, batch: Batch):
@@ -199,13 +261,15 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
     episodes = [dataset[i] for i in range(len(dataset))]
     for ep in episodes:
         dataset.check_actions(ep)
+    low, _, factor = model_resolution(cfg, dataset.info)
+    episodes = prepare_episodes(episodes, low, two_stage=factor is not None)
     n = cfg.num_steps_conditioning
     if dist_info.is_main:
         if resume is None:
             run.prepare_new()
         write_text_atomically(run.config_path, dump_yaml(cfg))  # overrides given on resume are kept
         if not run.spawn_dir.is_dir():  # start states for engines without an emulator, shipped with the weights
-            write_spawns(run.spawn_dir, spawns_from_episodes(episodes, n))
+            write_spawns(run.spawn_dir, spawns_from_episodes(episodes, n, full_res=factor is not None))
 
     torch.manual_seed(cfg.seed + dist_info.rank)
     agent = Agent(weights_cfg).to(device)
@@ -218,8 +282,14 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
     if agent.rew_end_model is not None:
         trainers.append(ModelTrainer("rew_end", agent.rew_end_model, cfg.rew_end_optim, device, cfg.amp, False,
                                      dist_info))
-    samplers = {"denoiser": den_sampler, "rew_end": rew_sampler}
-    losses = {"denoiser": denoiser_loss, "rew_end": rew_end_loss}
+    if agent.upsampler is not None:
+        trainers.append(ModelTrainer("upsampler", agent.upsampler, cfg.upsampler_optim, device, cfg.amp, cfg.compile,
+                                     dist_info))
+    up_sampler = SegmentSampler(episodes, 3, cfg.upsampler_batch_size, seed=cfg.seed * 1000 + 700 + dist_info.rank)
+    samplers = {"denoiser": den_sampler, "rew_end": rew_sampler, "upsampler": up_sampler}
+    losses = {"denoiser": denoiser_loss, "rew_end": rew_end_loss, "upsampler": upsampler_loss}
+    steps_per_epoch = {"denoiser": cfg.steps_per_epoch, "rew_end": cfg.rew_end_steps_per_epoch,
+                       "upsampler": cfg.upsampler_steps_per_epoch}
     np_rngs = {k: s.rng for k, s in samplers.items()}
 
     epoch, best = 0, float("inf")
@@ -230,7 +300,7 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
         set_rng_state(state["rng"], np_rngs)
         epoch, best = state["epoch"], state["best"]
     logger = RunLogger(run.root, enabled=dist_info.is_main)
-    per_epoch = cfg.steps_per_epoch + (cfg.rew_end_steps_per_epoch if len(trainers) > 1 else 0)
+    per_epoch = sum(steps_per_epoch[t.name] for t in trainers)
     bar = progress(cfg.epochs * per_epoch, f"train {weights_cfg.game}", initial=epoch * per_epoch,
                    enabled=dist_info.is_main)
     iters = {t.name: batches(samplers[t.name], device) for t in trainers}
@@ -238,7 +308,7 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
         while epoch < cfg.epochs:
             epoch_metrics: dict[str, list[float]] = {}
             for t in trainers:
-                for _ in range(cfg.steps_per_epoch if t.name == "denoiser" else cfg.rew_end_steps_per_epoch):
+                for _ in range(steps_per_epoch[t.name]):
                     metrics = t.step(iters[t.name], losses[t.name])
                     for k, v in metrics.items():
                         epoch_metrics.setdefault(k, []).append(v)
