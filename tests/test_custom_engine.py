@@ -114,7 +114,8 @@ def test_two_stage_engine_with_upsampler(tmp_path, capsys):
     assert main(["record", "CartPole-v1", "--out", str(data), "--frames", "40", "--policy", "random",
                  "--resolution", "40", "60"]) == 0
     assert main(["train", "engine", "--data", str(data), "--out", str(run), "--resolution", "20", "30",
-                 "--upsampler", *TINY, "train_rew_end=false", "upsampler_steps_per_epoch=2", "upsampler_batch_size=2"]) == 0
+                 "--upsampler", *TINY, "train_rew_end=false", "upsampler_steps_per_epoch=2",
+                 "upsampler_batch_size=2"]) == 0
     agent = diamond_play.load_agent(run)
     assert agent.upsampler is not None and agent.upsampler.cfg.upsampling_factor == 2
     assert agent.config.frame_size == [40, 60] and agent.config.kind == "custom"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from diamond_play.data.episodes import Dataset, DatasetInfo, Episode
+from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
 from diamond_play.envs.atari import AtariEnv
 from diamond_play.errors import UserError
 
@@ -57,26 +57,18 @@ def collect(game: str, out: Path, frames: int, policy: str, seed: int, desc: str
         if tracker is not None:
             tracker.new_episode()
         frame, _ = env.reset()
-        obs, acts, rews, ends, truncs = [], [], [], [], []
-        final = None
+        builder = EpisodeBuilder({"game": env.game, "source": "ale", "fps": 15.0})
         while True:
             a = tracker(env) if use_tracker and tracker is not None else int(rng.integers(env.num_actions))
-            next_frame, r, end, trunc, info = env.step(a)
-            obs.append(frame)
-            acts.append(a)
-            rews.append(r)
-            ends.append(end)
-            truncs.append(trunc)
+            next_frame, r, end, trunc, _ = env.step(a)
+            builder.add(frame, a, r, end, trunc)
             frame = next_frame
-            if end or trunc or done + len(obs) >= frames:
-                final = next_frame
+            if end or trunc or done + len(builder) >= frames:
                 break
-        truncs[-1] = truncs[-1] or not ends[-1]
-        dataset.append(Episode(frames=np.stack(obs), actions=np.array(acts), rewards=np.array(rews, np.float32),
-                               terminations=np.array(ends), truncations=np.array(truncs), final_frame=final,
-                               attrs={"game": env.game, "source": "ale", "fps": 15.0}))
-        done += len(obs)
-        bar.update(len(obs))
+        episode = builder.build(final_frame=frame)
+        dataset.append(episode)
+        done += len(episode)
+        bar.update(len(episode))
     bar.close()
     env.close()
     return dataset

@@ -56,6 +56,50 @@ class Episode:
             raise UserError(f"{where}: actions must be (T,) or (T, A), got {self.actions.shape}")
 
 
+class EpisodeBuilder:
+    """Accumulates steps (frame, action, outcome) and turns them into an Episode when the episode stops."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        self.attrs = dict(attrs or {})
+        self._clear()
+
+    def _clear(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.full_res: list[np.ndarray] = []
+        self.actions: list = []
+        self.rewards: list[float] = []
+        self.ends: list[bool] = []
+        self.truncs: list[bool] = []
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def add(self, frame: np.ndarray, action, reward: float | None = 0.0, end: bool | None = False,
+            truncated: bool = False, full_res: np.ndarray | None = None) -> None:
+        self.frames.append(frame)
+        if full_res is not None:
+            self.full_res.append(full_res)
+        self.actions.append(action)
+        self.rewards.append(float(reward or 0.0))
+        self.ends.append(bool(end))
+        self.truncs.append(bool(truncated))
+
+    def build(self, final_frame: np.ndarray | None = None, stopped_early: bool = True) -> Episode | None:
+        """The episode so far (None if empty), then start afresh. An episode that did not end by termination is
+        marked truncated at its last step when `stopped_early`."""
+        if not self.frames:
+            return None
+        truncs = list(self.truncs)
+        truncs[-1] = truncs[-1] or (stopped_early and not self.ends[-1])
+        actions = np.stack(self.actions) if isinstance(self.actions[0], np.ndarray) else np.array(self.actions)
+        episode = Episode(frames=np.stack(self.frames), actions=actions,
+                          rewards=np.array(self.rewards, dtype=np.float32), terminations=np.array(self.ends),
+                          truncations=np.array(truncs), full_res_frames=np.stack(self.full_res) if self.full_res
+                          else None, final_frame=final_frame, attrs=dict(self.attrs))
+        self._clear()
+        return episode
+
+
 def write_episode(path: str | Path, episode: Episode) -> Path:
     """Write atomically: a reader never sees a half-written file, and a crash leaves the old file intact."""
     episode.validate(str(path))

@@ -10,7 +10,7 @@ import numpy as np
 import pygame
 import yaml
 
-from diamond_play.data.episodes import Dataset, DatasetInfo, Episode
+from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
 from diamond_play.envs.atari import AtariEnv
 from diamond_play.envs.pixels import make_pixel_env
 from diamond_play.errors import UserError
@@ -81,20 +81,12 @@ def record(opts: RecordOptions) -> Dataset:
     pacer = Pacer(opts.fps)
     total, quit_requested = 0, False
     frame, _ = env.reset()
-    episode: dict[str, list] = {"frames": [], "actions": [], "rewards": [], "ends": [], "truncs": []}
+    builder = EpisodeBuilder({"game": env.game, "source": "record", "fps": opts.fps})
 
-    def save(final_frame: np.ndarray | None, truncated: bool) -> None:
-        if not episode["frames"]:
-            return
-        truncs = list(episode["truncs"])
-        truncs[-1] = truncs[-1] or (truncated and not episode["ends"][-1])
-        dataset.append(Episode(frames=np.stack(episode["frames"]), actions=np.array(episode["actions"]),
-                               rewards=np.array(episode["rewards"], np.float32),
-                               terminations=np.array(episode["ends"]), truncations=np.array(truncs),
-                               final_frame=final_frame, attrs={"game": env.game, "source": "record",
-                                                               "fps": opts.fps}))
-        for v in episode.values():
-            v.clear()
+    def save(final_frame: np.ndarray | None) -> None:
+        episode = builder.build(final_frame)
+        if episode is not None:
+            dataset.append(episode)
 
     try:
         while not quit_requested and (opts.frames is None or total < opts.frames):
@@ -114,17 +106,16 @@ def record(opts: RecordOptions) -> Dataset:
             else:
                 action = pick()
             next_frame, reward, end, trunc, _ = env.step(action)
-            for key, value in zip(episode, (frame, action, reward, end, trunc), strict=True):
-                episode[key].append(value)
+            builder.add(frame, action, reward, end, trunc)
             total += 1
             frame = next_frame
             if end or trunc:
-                save(next_frame, truncated=True)
+                save(next_frame)
                 frame, _ = env.reset()
     except KeyboardInterrupt:
         pass
     finally:
-        save(frame, truncated=True)
+        save(frame)
         env.close()
         if human:
             pygame.quit()

@@ -3,12 +3,12 @@ in lockstep, the optional policy, and recording. The pygame window and the headl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from diamond_play.data.episodes import Dataset, DatasetInfo, Episode
+from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
 from diamond_play.data.spawns import load_spawns
 from diamond_play.engine import AtariStarts, SpawnStarts, WorldModelEngine, tensor_to_frame
 from diamond_play.errors import UserError
@@ -50,42 +50,27 @@ class Policy:
         return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator).item())
 
 
-@dataclass
 class EpisodeRecorder:
     """Collects what the player saw and did, and appends finished episodes to a dataset (HDF5, atomic)."""
 
-    dataset: Dataset
-    fps: float
-    frames: list[np.ndarray] = field(default_factory=list)
-    full_res: list[np.ndarray] = field(default_factory=list)
-    actions: list = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
-    ends: list[bool] = field(default_factory=list)
-    saved: int = 0
+    def __init__(self, dataset: Dataset, fps: float) -> None:
+        self.dataset = dataset
+        self.builder = EpisodeBuilder({"game": dataset.info.game, "source": "diamond-play world model", "fps": fps})
+        self.saved = 0
+
+    @property
+    def actions(self) -> list:
+        return self.builder.actions
 
     def record(self, low_res: np.ndarray, full_res: np.ndarray | None, action, reward: float | None,
                end: bool | None) -> None:
-        self.frames.append(low_res)
-        if full_res is not None:
-            self.full_res.append(full_res)
-        self.actions.append(action)
-        self.rewards.append(reward or 0.0)
-        self.ends.append(bool(end))
+        self.builder.add(low_res, action, reward, end, full_res=full_res)
 
     def flush(self, truncated: bool = True, final_frame: np.ndarray | None = None) -> None:
-        if not self.frames:
-            return
-        t = len(self.frames)
-        truncations = np.zeros(t, dtype=bool)
-        truncations[-1] = truncated and not self.ends[-1]
-        self.dataset.append(Episode(
-            frames=np.stack(self.frames), actions=np.stack(self.actions) if isinstance(self.actions[0], np.ndarray)
-            else np.array(self.actions), rewards=np.array(self.rewards, dtype=np.float32),
-            terminations=np.array(self.ends), truncations=truncations,
-            full_res_frames=np.stack(self.full_res) if self.full_res else None, final_frame=final_frame,
-            attrs={"game": self.dataset.info.game, "source": "diamond-play world model", "fps": self.fps}))
-        self.saved += 1
-        self.frames, self.full_res, self.actions, self.rewards, self.ends = [], [], [], [], []
+        episode = self.builder.build(final_frame, stopped_early=truncated)
+        if episode is not None:
+            self.dataset.append(episode)
+            self.saved += 1
 
 
 class PlaySession:
