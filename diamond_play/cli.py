@@ -90,9 +90,16 @@ def cmd_play(args: argparse.Namespace) -> None:
                        mouse_multiplier=getattr(args, "mouse_multiplier", 10.0), screenshot=args.screenshot)
     if args.actions == "policy" and agent.actor_critic is None:
         raise UserError("--actions policy needs weights with an actor-critic")
+    import torch
+
+    from diamond_play.engine import EXECUTION_MODES, default_execution_mode
+
+    if args.mode != "auto" and args.mode not in EXECUTION_MODES:
+        raise UserError(f"unknown --mode {args.mode!r}: use auto or one of {', '.join(EXECUTION_MODES)}")
+    mode = default_execution_mode(torch.device(device)) if args.mode == "auto" else EXECUTION_MODES[args.mode]
     session = PlaySession(agent, device=device, seed=args.seed, horizon=args.horizon,
                           spawn=getattr(args, "spawn", None), sampling=sampling,
-                          record_dataset=args.record_dataset, fps=args.fps)
+                          record_dataset=args.record_dataset, fps=args.fps, mode=mode)
     stats = run_headless(session, opts) if args.headless else run_window(session, opts)
     print(stats.summary())
     if args.record:
@@ -106,6 +113,9 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
                    "downloaded official weights)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--seed", type=int, help="seed for the sampler and start states (deterministic play)")
+    p.add_argument("--mode", default="auto", help="execution mode: auto (bf16 + channels_last where the hardware "
+                   "supports bf16, else eager-fp32), eager-fp32 (reference), eager-bf16, eager-bf16-cl, "
+                   "compiled-fp32, compiled-bf16-cl (see `diamond-play bench`)")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second to aim for (default 10, as the paper)")
     p.add_argument("--size", type=int, help="window scale over the model's resolution (Atari 8, CS:GO 2)")
     p.add_argument("--horizon", type=int, help="imagined steps before the world model is re-seeded")
@@ -176,6 +186,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(result.as_metrics(), indent=2))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    import torch
+
+    from diamond_play.bench import format_table, machine_description, run_play_bench, write_json
+    from diamond_play.engine import EXECUTION_MODES
+
+    device = torch.device(resolve_device(args.device))
+    modes = args.modes.split(",") if args.modes else list(EXECUTION_MODES)
+    results = run_play_bench(args.kind, args.preset, device, args.frames, modes, args.weights)
+    what = f"play {args.kind}" + (f" {args.preset}" if args.kind == "csgo" else "")
+    print(f"{what}, batch 1, {args.frames} frames per mode on {machine_description(device)}")
+    print(format_table(results))
+    if args.json:
+        write_json(args.json, device, results, what)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diamond-play", description="Play games imagined by a diffusion world "
                                      "model (DIAMOND).")
@@ -239,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=12345, help="seed for held-out collection and sampling")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="frame latency of the play engine in every execution mode")
+    p.add_argument("kind", choices=["atari", "csgo"])
+    p.add_argument("--preset", choices=["quality", "fast"], default="quality", help="CS:GO sampler preset")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--frames", type=int, default=20, help="timed frames per mode (after 3 warm-up frames)")
+    p.add_argument("--modes", help="comma-separated execution modes (default: all; eager-fp32 always runs)")
+    p.add_argument("--weights", type=Path, help="benchmark these weights instead of random ones (paper sizes)")
+    p.add_argument("--json", type=Path, help="write the results as JSON")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("import", help="convert an official DIAMOND checkpoint (.pt) into a weights directory")
     p.add_argument("checkpoint", type=Path, help="official agent checkpoint, e.g. Breakout.pt or csgo.pt")

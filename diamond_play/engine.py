@@ -92,6 +92,55 @@ def tensor_to_frame(x: Tensor) -> np.ndarray:
     return x.clamp(-1, 1).add(1).div(2).mul(255).byte().movedim(0, -1).cpu().numpy()
 
 
+@dataclass(frozen=True)
+class ExecutionMode:
+    """How the engine runs the networks. eager-fp32 is the reference semantics; the others trade exactness
+    (within the tolerance documented in the README) for speed."""
+
+    name: str = "eager-fp32"
+    bf16: bool = False  # bf16 autocast (CPUs with AVX-512 bf16 / AMX, and GPUs)
+    channels_last: bool = False  # NHWC memory layout for the convolutions
+    compile: bool = False  # torch.compile of the U-Nets (inductor; freezing on CPU)
+
+
+EXECUTION_MODES = {
+    m.name: m for m in (
+        ExecutionMode("eager-fp32"),
+        ExecutionMode("eager-bf16", bf16=True),
+        ExecutionMode("eager-bf16-cl", bf16=True, channels_last=True),
+        ExecutionMode("compiled-fp32", compile=True),
+        ExecutionMode("compiled-bf16-cl", bf16=True, channels_last=True, compile=True),
+    )
+}
+
+
+def default_execution_mode(device: torch.device) -> ExecutionMode:
+    """bf16 + channels_last where the hardware runs bf16 natively (within one 8-bit level of eager fp32 on a
+    step's output, about 1.6x faster on an AVX-512 CPU); eager fp32 elsewhere."""
+    if device.type == "cuda":
+        return EXECUTION_MODES["eager-bf16-cl"] if torch.cuda.is_bf16_supported() else EXECUTION_MODES["eager-fp32"]
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return EXECUTION_MODES["eager-bf16-cl"]
+    return EXECUTION_MODES["eager-fp32"]
+
+
+def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device) -> None:
+    """Prepare the agent's denoisers for `mode` (in place)."""
+    for den in (agent.denoiser, agent.upsampler):
+        if den is None:
+            continue
+        if mode.channels_last:
+            den.to(memory_format=torch.channels_last)
+        if mode.compile:
+            if device.type == "cpu":
+                import torch._inductor.config as inductor_config
+
+                inductor_config.freezing = True  # constant-fold weights into the graph (inference only)
+            den.fast_inner_model = torch.compile(den.inner_model, dynamic=False)
+        else:
+            den.fast_inner_model = None
+
+
 @dataclass
 class StepResult:
     frame: np.ndarray  # uint8 (H, W, 3): what to show (full-res for two-stage engines)
@@ -109,8 +158,10 @@ class WorldModelEngine:
     """
 
     def __init__(self, agent: Agent, sampling: SamplingConfig | None = None, device: torch.device | str = "cpu",
-                 seed: int | None = None, horizon: int = 1000) -> None:
+                 seed: int | None = None, horizon: int = 1000, mode: ExecutionMode | None = None) -> None:
         self.agent = agent.to(device).eval()
+        self.mode = mode or ExecutionMode()
+        apply_execution_mode(self.agent, self.mode, torch.device(device))
         self.config = agent.config
         self.sampling = sampling or agent.config.sampling
         if agent.upsampler is not None and self.sampling.upsampler is None:
@@ -186,6 +237,10 @@ class WorldModelEngine:
     def step(self, action: int | np.ndarray | Tensor) -> StepResult:
         if not self.started:
             raise RuntimeError("call reset() before step()")
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.bf16):
+            return self._step(action)
+
+    def _step(self, action: int | np.ndarray | Tensor) -> StepResult:
         timer = Timer(self.device)
         self.act[0, -1] = torch.as_tensor(action, device=self.device).to(self.act.dtype)
         low_res = predict_low_res(self.agent.denoiser, self.sampling.dynamics, self.obs, self.act, self.randn,

@@ -141,7 +141,8 @@ def test_recorded_dataset_matches_what_was_played(atari_weights, tmp_path, capsy
     actions.write_text("\n".join(str(i % 4) for i in range(10)))
     out = tmp_path / "ds"
     code = main(["atari", "Breakout", "--weights", str(atari_weights), "--headless", "--frames", "10", "--actions",
-                 str(actions), "--record-dataset", str(out), "--seed", "3", "--horizon", "1000"])
+                 str(actions), "--record-dataset", str(out), "--seed", "3", "--horizon", "1000", "--mode",
+                 "eager-fp32"])
     assert code == 0, capsys.readouterr().err
     ds = Dataset(out)
     episodes = [ds[i] for i in range(len(ds))]

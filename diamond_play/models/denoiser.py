@@ -153,6 +153,9 @@ class Denoiser(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inner_model = InnerModel(cfg.inner_model)
+        # An optimised callable standing in for inner_model at inference (e.g. torch.compile'd); kept outside the
+        # module tree so state dicts and parameters are unchanged.
+        object.__setattr__(self, "fast_inner_model", None)
 
     @property
     def is_upsampler(self) -> bool:
@@ -167,7 +170,8 @@ class Denoiser(nn.Module):
 
     def model_output(self, noisy_next_obs: Tensor, obs: Tensor, act: Tensor | None, cs: Conditioners) -> Tensor:
         """F(c_in·x, c_noise, [c_noise_cond], obs/σ_data, act)."""
-        return self.inner_model(noisy_next_obs * cs.c_in, cs.c_noise, cs.c_noise_cond, obs / self.cfg.sigma_data, act)
+        inner = self.fast_inner_model if self.fast_inner_model is not None and not self.training else self.inner_model
+        return inner(noisy_next_obs * cs.c_in, cs.c_noise, cs.c_noise_cond, obs / self.cfg.sigma_data, act)
 
     @staticmethod
     def denoised_raw(noisy_next_obs: Tensor, model_output: Tensor, cs: Conditioners) -> Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
 from diamond_play.data.spawns import load_spawns
-from diamond_play.engine import AtariStarts, SpawnStarts, WorldModelEngine, tensor_to_frame
+from diamond_play.engine import AtariStarts, ExecutionMode, SpawnStarts, WorldModelEngine, tensor_to_frame
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 
@@ -76,12 +76,12 @@ class EpisodeRecorder:
 class PlaySession:
     def __init__(self, agent: Agent, device: torch.device | str = "cpu", seed: int | None = None,
                  horizon: int | None = None, spawn: int | None = None, sampling=None,
-                 record_dataset: str | None = None, fps: float = 10.0) -> None:
+                 record_dataset: str | None = None, fps: float = 10.0, mode: ExecutionMode | None = None) -> None:
         cfg = agent.config
         self.kind = cfg.kind
         default_horizon = 50 if cfg.kind == "atari" else 1000  # official play settings
         self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
-                                       horizon=horizon or default_horizon)
+                                       horizon=horizon or default_horizon, mode=mode)
         self.rng = np.random.default_rng(seed)
         if cfg.kind == "atari":
             self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
