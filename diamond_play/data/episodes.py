@@ -200,7 +200,7 @@ class Dataset:
         return self.root / "episodes"
 
     def episode_paths(self) -> list[Path]:
-        return sorted(self.episode_dir.glob("episode_*.h5"))
+        return sorted(self.episode_dir.glob("*.h5"))
 
     def __len__(self) -> int:
         return len(self.episode_paths())
@@ -219,11 +219,18 @@ class Dataset:
             raise UserError(f"actions must be multi-hot 0/1 vectors of length {self.info.num_actions}, "
                             f"got shape {a.shape}")
 
-    def append(self, episode: Episode) -> Path:
+    def append(self, episode: Episode, name: str | None = None) -> Path:
+        """Write the episode as episodes/episode_NNNNNN.h5 (next index), or episodes/<name>.h5 when named
+        (datasets converted from named source files, so a re-run can skip what is done)."""
         self.check_actions(episode)
-        paths = self.episode_paths()
-        index = int(paths[-1].stem.split("_")[1]) + 1 if paths else 0
-        return write_episode(self.episode_dir / f"episode_{index:06d}.h5", episode)
+        if name is None:
+            numbered = sorted(self.episode_dir.glob("episode_*.h5"))
+            index = int(numbered[-1].stem.split("_")[1]) + 1 if numbered else 0
+            name = f"episode_{index:06d}"
+        return write_episode(self.episode_dir / f"{name}.h5", episode)
+
+    def has(self, name: str) -> bool:
+        return (self.episode_dir / f"{name}.h5").is_file()
 
 
 def write_text_atomically(path: Path, text: str) -> None:
