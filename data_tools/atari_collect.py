@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from data_tools import run_tool
 from diamond_play.data.collect import collect
-from diamond_play.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,14 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy", choices=["tracker", "random", "mix"], default="mix")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    try:
+
+    def body() -> None:
         collect(args.game, args.out / "train", args.frames, args.policy, args.seed, "train")
         if args.test_frames:
             collect(args.game, args.out / "test", args.test_frames, args.policy, args.seed + 10_000, "test")
-    except UserError as e:
-        print(f"atari_collect: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_tool("atari_collect", body)
 
 
 if __name__ == "__main__":

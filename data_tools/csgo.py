@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from data_tools import run_tool
 from diamond_play.data.csgo_dataset import (
     FPS,
     TAR_PATTERN,
@@ -215,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("view", help="scrub through episodes with the decoded actions shown")
     c.add_argument("dataset", type=Path)
     args = p.parse_args(argv)
-    try:
+
+    def body() -> None:
         if args.command == "prepare":
             args.out_dir.mkdir(parents=True, exist_ok=True)
             counts = prepare(args.tar_dir, args.out_dir, args.workers)
@@ -227,10 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             print(inspect(args.dataset))
         else:
             view(args.dataset)
-    except UserError as e:
-        print(f"data_tools.csgo: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_tool("data_tools.csgo", body)
 
 
 if __name__ == "__main__":

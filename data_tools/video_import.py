@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from data_tools import run_tool
 from diamond_play.data.episodes import Dataset, DatasetInfo, Episode
 from diamond_play.errors import UserError
 
@@ -111,13 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--game", default="custom")
     p.add_argument("--fps", type=float, default=15.0)
     args = p.parse_args(argv)
-    try:
+
+    def body() -> None:
         ds = import_videos(args.src, args.out, args.num_actions, tuple(args.resolution), args.game, args.fps)
-    except UserError as e:
-        print(f"video_import: error: {e}", file=sys.stderr)
-        return 2
-    print(f"{len(ds)} episode(s) in {args.out}")
-    return 0
+        print(f"{len(ds)} episode(s) in {args.out}")
+
+    return run_tool("video_import", body)
 
 
 if __name__ == "__main__":
