@@ -192,12 +192,14 @@ def held_out_episodes(data: Path | None, game: str, episodes: int, seed: int) ->
     if data is None:
         from diamond_play.data.collect import collect
 
-        tmp = Path(tempfile.mkdtemp(prefix="diamond_eval_"))
         policy = "mix" if game == "Breakout" else "random"
-        ds = collect(game, tmp / "held_out", frames=episodes * 300, policy=policy, seed=seed, desc="collect")
+        with tempfile.TemporaryDirectory(prefix="diamond_eval_") as tmp:  # episodes are read into memory
+            ds = collect(game, Path(tmp) / "held_out", frames=episodes * 300, policy=policy, seed=seed,
+                         desc="collect")
+            eps = [ds[i] for i in range(len(ds))]
     else:
         ds = Dataset(data)
-    eps = [ds[i] for i in range(len(ds))]
+        eps = [ds[i] for i in range(len(ds))]
     eps.sort(key=len, reverse=True)
     return eps[:episodes]
 

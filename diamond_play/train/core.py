@@ -263,6 +263,10 @@ class RunLogger:
     def __init__(self, root: Path, enabled: bool = True) -> None:
         self.root, self.enabled = root, enabled
         self.csv_path = root / "log.csv"
+        self.columns: list[str] = []  # the CSV header, read once (a resumed run appends to its log)
+        if enabled and self.csv_path.is_file():
+            with self.csv_path.open(newline="") as f:
+                self.columns = next(csv.reader(f), [])
         self.writer = None
         if enabled:
             try:
@@ -276,21 +280,22 @@ class RunLogger:
         if not self.enabled:
             return
         row = {"step": step, **{k: float(v) for k, v in values.items()}}
-        existing: list[dict[str, str]] = []
-        if self.csv_path.is_file():
-            with self.csv_path.open() as f:
-                existing = list(csv.DictReader(f))
-        columns = list(dict.fromkeys(["step", *(existing[0].keys() if existing else []), *row]))
-        if existing and set(columns) == set(existing[0].keys()):
+        columns = list(dict.fromkeys(["step", *self.columns, *row]))
+        if self.columns and columns == self.columns:
             with self.csv_path.open("a", newline="") as f:
                 csv.DictWriter(f, columns).writerow(row)
-        else:  # new columns: rewrite with the wider header
+        else:  # first row or new columns: rewrite the file with the wider header
+            existing: list[dict[str, str]] = []
+            if self.csv_path.is_file():
+                with self.csv_path.open(newline="") as f:
+                    existing = list(csv.DictReader(f))
             tmp = self.csv_path.with_suffix(".tmp")
             with tmp.open("w", newline="") as f:
                 w = csv.DictWriter(f, columns)
                 w.writeheader()
                 w.writerows(existing + [row])
             os.replace(tmp, self.csv_path)
+            self.columns = columns
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
