@@ -146,6 +146,21 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
     print(f"run saved in {root}; play it with: diamond-play play --weights {root}")
 
 
+def cmd_train_atari(args: argparse.Namespace) -> None:
+    from diamond_play.train.atari import train_atari
+
+    if (args.out is None) == (args.resume is None):
+        raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
+    # One positional list so overrides may follow the options: the game is the item without '='.
+    games = [w for w in args.words if "=" not in w]
+    overrides = [w for w in args.words if "=" in w]
+    if len(games) > 1 or (args.resume is None and not games):
+        raise UserError("name one game, e.g. `diamond-play train atari Breakout --out runs/breakout`")
+    root = train_atari(games[0] if games else None, args.out, args.resume, args.preset, overrides)
+    print(f"run saved in {root}; watch its policy play in its world model with: "
+          f"diamond-play play --weights {root} --actions policy")
+
+
 def cmd_record(args: argparse.Namespace) -> None:
     from diamond_play.play.record import RecordOptions, record
 
@@ -240,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_record)
 
-    p = sub.add_parser("train", help="train engines: `train engine` (any recorded game)")
+    p = sub.add_parser("train", help="train engines: `train engine` (any recorded game), "
+                       "`train atari` (the Atari 100k loop)")
     train_sub = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     t = train_sub.add_parser("engine", help="train a world model (+ reward/termination model) on a recorded dataset")
     t.add_argument("--data", type=Path, help="dataset folder (dataset.yaml + episodes/)")
@@ -253,6 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "upsampler back to the dataset's frame size (like DIAMOND's CS:GO engine)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 amp=true")
     t.set_defaults(func=cmd_train_engine)
+    t = train_sub.add_parser("atari", help="DIAMOND's Atari 100k loop: collect, train world model + reward/"
+                             "termination model, train the actor-critic in imagination")
+    t.add_argument("--out", type=Path, help="new run directory")
+    t.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
+    t.add_argument("--preset", choices=["paper", "small", "tiny"], help="paper (default): the paper's budget and "
+                   "networks; small: about two hours on a CPU; tiny: minutes, for trying the pipeline")
+    t.add_argument("words", nargs="*", metavar="GAME|key=value",
+                   help="the Atari game (e.g. Breakout; not needed with --resume), then config overrides, e.g. "
+                   "total_env_steps=50000 denoiser.batch_size=16 amp=true")
+    t.set_defaults(func=cmd_train_atari)
 
     p = sub.add_parser("eval", help="measure a world model on held-out real episodes (PSNR, SSIM, open loop)")
     p.add_argument("weights", type=Path, help="weights directory, run directory or official .pt")
@@ -301,7 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a trailing list positional once, so key=value overrides written after the options arrive here.
+    list_name = next((n for n in ("words", "overrides") if isinstance(getattr(args, n, None), list)), None)
+    if extra and list_name and all("=" in e and not e.startswith("-") for e in extra):
+        getattr(args, list_name).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except UserError as e:

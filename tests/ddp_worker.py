@@ -14,7 +14,7 @@ from helpers import tiny_agent
 from diamond_play.data.episodes import Episode
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.train.core import ModelTrainer, OptimConfig, init_distributed
-from diamond_play.train.engine import batches, denoiser_loss
+from diamond_play.train.world_model import batches, denoiser_loss
 
 
 def main() -> None:

@@ -74,6 +74,16 @@ class EpisodeBuilder:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def restore(self, episode: Episode | None) -> None:
+        """Continue an episode in progress (from `snapshot`)."""
+        self._clear()
+        if episode is None:
+            return
+        self.frames, self.actions = list(episode.frames), list(episode.actions)
+        self.full_res = list(episode.full_res_frames) if episode.full_res_frames is not None else []
+        self.rewards = [float(r) for r in episode.rewards]
+        self.ends, self.truncs = [bool(e) for e in episode.terminations], [bool(t) for t in episode.truncations]
+
     def add(self, frame: np.ndarray, action, reward: float | None = 0.0, end: bool | None = False,
             truncated: bool = False, full_res: np.ndarray | None = None) -> None:
         self.frames.append(frame)
@@ -87,6 +97,12 @@ class EpisodeBuilder:
     def build(self, final_frame: np.ndarray | None = None, stopped_early: bool = True) -> Episode | None:
         """The episode so far (None if empty), then start afresh. An episode that did not end by termination is
         marked truncated at its last step when `stopped_early`."""
+        episode = self.snapshot(final_frame, stopped_early)
+        self._clear()
+        return episode
+
+    def snapshot(self, final_frame: np.ndarray | None = None, stopped_early: bool = False) -> Episode | None:
+        """The episode so far without clearing it (an episode in progress, e.g. for training or a checkpoint)."""
         if not self.frames:
             return None
         truncs = list(self.truncs)
@@ -96,7 +112,6 @@ class EpisodeBuilder:
                           rewards=np.array(self.rewards, dtype=np.float32), terminations=np.array(self.ends),
                           truncations=np.array(truncs), full_res_frames=np.stack(self.full_res) if self.full_res
                           else None, final_frame=final_frame, attrs=dict(self.attrs))
-        self._clear()
         return episode
 
 

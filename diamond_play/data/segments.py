@@ -71,10 +71,10 @@ class SegmentSampler:
             start = min(length, t + 1 + int(self.rng.integers(self.seq_length))) - self.seq_length
         return start, start + self.seq_length
 
-    def sample(self) -> Batch:
+    def sample(self, batch_size: int | None = None) -> Batch:
         if not self.episodes:
             raise ValueError("no episodes to sample from")
-        b, seq = self.batch_size, self.seq_length
+        b, seq = batch_size or self.batch_size, self.seq_length
         first = self.episodes[0]
         h, w = first.frames.shape[1:3]
         frames = np.zeros((b, seq, h, w, 3), dtype=np.uint8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from functools import cache
 
 from diamond_play.errors import UserError
@@ -136,8 +137,57 @@ class AtariEnv:
     def ram(self):
         return self.env.unwrapped.ale.getRAM()
 
+    def get_state(self) -> dict:
+        """Everything needed to continue this env exactly (emulator incl. its RNG, no-op RNG, lives), as plain
+        types and tensors, so a training checkpoint can carry it and load with weights_only=True."""
+        import numpy as np
+        import torch
+
+        ale_state = self.env.unwrapped.ale.cloneState(include_rng=True)
+        frame = None if self._last_frame is None else torch.from_numpy(np.ascontiguousarray(self._last_frame))
+        return {"ale": torch.frombuffer(bytearray(ale_state.serialize()), dtype=torch.uint8),
+                "rng": self.rng.bit_generator.state, "lives": self._lives, "game_over": self._game_over,
+                "last_frame": frame, "seed": self._seed}
+
+    def set_state(self, state: dict) -> None:
+        import ale_py
+        import numpy as np
+
+        if self._game_over and self._last_frame is None:
+            self.env.reset(seed=0)  # gymnasium refuses step() before a first reset
+        self.env.unwrapped.ale.restoreState(ale_py.ALEState(state["ale"].numpy().tobytes()))
+        self.rng.bit_generator.state = state["rng"]
+        self._lives, self._game_over = int(state["lives"]), bool(state["game_over"])
+        frame = state["last_frame"]
+        self._last_frame = None if frame is None else np.asarray(frame.numpy())
+        self._seed = state["seed"]
+
     def close(self) -> None:
         self.env.close()
+
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    random: float
+    human: float
+    diamond: float  # the paper's Atari 100k result (mean of 5 seeds)
+
+
+@cache
+def reference_scores() -> dict[str, ReferenceScores]:
+    """Random, human and DIAMOND scores of the 26 Atari 100k games, from the package's atari_scores.csv."""
+    import csv
+    from importlib.resources import files
+
+    text = files("diamond_play.data").joinpath("atari_scores.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    return {r["game"]: ReferenceScores(float(r["random"]), float(r["human"]), float(r["diamond"])) for r in rows}
+
+
+def human_normalized_score(game: str, score: float) -> float | None:
+    """(score − random) / (human − random); None for games outside the Atari 100k table."""
+    ref = reference_scores().get(game)
+    return None if ref is None else (score - ref.random) / (ref.human - ref.random)
 
 
 def ale_games() -> list[str]:

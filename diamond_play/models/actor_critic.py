@@ -46,3 +46,7 @@ class ActorCritic(nn.Module):
         x = self.encoder(obs).flatten(start_dim=1)
         hx, cx = self.lstm(x, hx_cx)
         return self.actor_linear(hx), self.critic_linear(hx).squeeze(1), (hx, cx)
+
+    def forward(self, obs: Tensor, hx_cx: HiddenState | None) -> tuple[Tensor, Tensor, HiddenState]:
+        # forward is what DistributedDataParallel wraps, so training calls the model rather than the method.
+        return self.predict_act_value(obs, hx_cx)

@@ -75,6 +75,14 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return holder[0]
 
 
+def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist_info.enabled:
+        name = f"cuda:{dist_info.local_rank}"
+    return torch.device(name)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Optimisation
 
@@ -151,6 +159,61 @@ class ModelTrainer:
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.steps = state["steps"]
+
+
+def run_phase(trainer: ModelTrainer, micro_batches: Iterator[Any],
+              loss_fn: Callable[[nn.Module, Any], tuple[Tensor, dict]], steps: int, bar: tqdm,
+              sink: dict[str, list[float]]) -> None:
+    """`steps` optimiser steps of one model; metrics are appended to `sink`, the bar shows the losses."""
+    for _ in range(steps):
+        metrics = trainer.step(micro_batches, loss_fn)
+        for k, v in metrics.items():
+            sink.setdefault(k, []).append(v)
+        bar.update(1)
+        if trainer.steps % 10 == 0:
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in metrics.items()
+                             if "loss" in k and "/loss_rew" not in k and "/loss_end" not in k})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """key=value (dotted keys for nested sections; values parsed as YAML)."""
+    import yaml
+
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} must look like key=value (e.g. epochs=10)")
+        key, value = item.split("=", 1)
+        target = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                raise UserError(f"override {key!r}: {p!r} is not a section")
+        target[leaf] = yaml.safe_load(value)
+    return data
+
+
+def merge_config(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`layer` on top of `base`, section by section (nested mappings merge, other values replace)."""
+    out = dict(base)
+    for k, v in layer.items():
+        out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_run_config(cls: type, layers: list[dict[str, Any]], overrides: list[str]) -> Any:
+    """A run's config: the class defaults, then each layer (e.g. a preset), then key=value overrides. Starting from
+    the full defaults keeps a section's own defaults when one of its keys is overridden."""
+    from diamond_play.config import from_dict, to_dict
+
+    raw = to_dict(cls())
+    for layer in layers:
+        raw = merge_config(raw, layer)
+    return from_dict(cls, apply_overrides(raw, overrides), "train")
 
 
 # ---------------------------------------------------------------------------------------------------------------

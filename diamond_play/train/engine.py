@@ -33,43 +33,34 @@ from diamond_play.config import (
     read_yaml,
 )
 from diamond_play.data.episodes import Dataset, Episode, write_text_atomically
-from diamond_play.data.segments import Batch, SegmentSampler
+from diamond_play.data.segments import SegmentSampler
 from diamond_play.data.spawns import spawns_from_episodes, write_spawns
 from diamond_play.envs.atari import ATARI_100K_GAMES, ale_games
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.train.core import (
-    DistInfo,
     ModelTrainer,
     OptimConfig,
     RunDir,
     RunLogger,
+    build_run_config,
     init_distributed,
     progress,
+    resolve_device,
     rng_state,
+    run_phase,
     set_rng_state,
 )
-
-# Denoiser sizes. "paper" is DIAMOND's Atari U-Net (4.4M parameters); "small" is 4x narrower and trains ~10x faster on
-# a CPU; "tiny" is for tests.
-DENOISER_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"cond_channels": 256, "channels": [64, 64, 64, 64], "depths": [2, 2, 2, 2]},
-    "small": {"cond_channels": 128, "channels": [32, 32, 32, 32], "depths": [2, 2, 2, 2]},
-    # Three levels keep the always-on attention of the middle blocks at 16x16 for 64x64 frames.
-    "tiny": {"cond_channels": 32, "channels": [8, 16, 16], "depths": [1, 1, 1]},
-}
-UPSAMPLER_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"cond_channels": 2048, "channels": [64, 64, 128, 256], "depths": [2, 2, 2, 2],
-              "attn_depths": [0, 0, 0, 1]},  # CS:GO's upsampler
-    "small": {"cond_channels": 128, "channels": [32, 32, 64, 64], "depths": [2, 2, 2, 2], "attn_depths": [0, 0, 0, 1]},
-    "tiny": {"cond_channels": 32, "channels": [8, 8, 8, 16], "depths": [1, 1, 1, 1], "attn_depths": [0, 0, 0, 1]},
-}
-REW_END_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "small": {"lstm_dim": 256, "cond_channels": 64, "channels": [16, 16, 16, 16]},
-    # Four levels: the encoder's final attention blocks then run at 8x8 for 64x64 frames.
-    "tiny": {"lstm_dim": 16, "cond_channels": 16, "channels": [8, 8, 8, 8], "depths": [1, 1, 1, 1]},
-}
+from diamond_play.train.world_model import (
+    DENOISER_PRESETS,
+    REW_END_PRESETS,
+    UPSAMPLER_PRESETS,
+    batches,
+    denoiser_loss,
+    rew_end_loss,
+    sample_strip,
+    upsampler_loss,
+)
 
 
 @dataclass
@@ -106,24 +97,6 @@ class EngineTrainConfig:
     seed: int = 0
     num_threads: int = 0  # CPU threads for torch (0: torch's default)
     sample_every: int = 5  # epochs between TensorBoard sample strips
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """key=value (dotted keys for nested sections; values parsed as YAML)."""
-    import yaml
-
-    for item in overrides:
-        if "=" not in item:
-            raise UserError(f"override {item!r} must look like key=value (e.g. epochs=10)")
-        key, value = item.split("=", 1)
-        target = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target.setdefault(p, {})
-            if not isinstance(target, dict):
-                raise UserError(f"override {key!r}: {p!r} is not a section")
-        target[leaf] = yaml.safe_load(value)
-    return data
 
 
 def model_resolution(cfg: EngineTrainConfig, info) -> tuple[tuple[int, int], tuple[int, int], int | None]:
@@ -196,59 +169,15 @@ def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
                          sampling=sampling, frame_size=list(shown), keymap=dict(info.keymap))
 
 
-def denoiser_loss(module, batch: Batch):
-    return module(batch.obs, batch.act, batch.mask_padding)
-
-
-def upsampler_loss(module, batch: Batch):
-    return module(batch.obs, None, batch.mask_padding, batch.full_res)
-
-
-def rew_end_loss(module, batch: Batch):
-    return module(batch.obs, batch.act, batch.rew, batch.end, batch.mask_padding)
-
-
-def batches(sampler: SegmentSampler, device: torch.device):
-    while True:
-        yield sampler.sample().to(device)
-
-
-def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist_info.enabled:
-        name = f"cuda:{dist_info.local_rank}"
-    return torch.device(name)
-
-
-@torch.no_grad()
-def sample_strip(agent: Agent, sampler: SegmentSampler, device: torch.device, seed: int) -> np.ndarray:
-    """Real next frames (top row) vs the world model's one-step predictions (bottom row), as uint8 HWC."""
-    from diamond_play.engine import predict_low_res
-    from diamond_play.models.denoiser import make_randn
-
-    agent.eval()
-    n = agent.denoiser.num_steps_conditioning
-    batch = sampler.sample().to(device)
-    obs = batch.obs[:, :n]
-    pred = predict_low_res(agent.denoiser, agent.config.sampling.dynamics, obs, batch.act[:, :n],
-                           make_randn(device, generator=torch.Generator(device).manual_seed(seed)))
-    real = batch.obs[:, n]
-    top = torch.cat(list(real[:8]), dim=-1)
-    bottom = torch.cat(list(pred[:8]), dim=-1)
-    img = torch.cat([top, bottom], dim=-2).clamp(-1, 1).add(1).mul(127.5).byte()
-    return img.permute(1, 2, 0).cpu().numpy()
-
-
 def train_engine(out: Path | None, resume: Path | None, data: str | None, preset: str | None,
                  overrides: list[str]) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
     run = RunDir(resume or out)  # type: ignore[arg-type]
     if resume is not None:
-        raw = apply_overrides(read_yaml(run.config_path), overrides)
+        cfg = build_run_config(EngineTrainConfig, [read_yaml(run.config_path)], overrides)
     else:
-        raw = apply_overrides({"data": data or "", **({"preset": preset} if preset else {})}, overrides)
-    cfg = from_dict(EngineTrainConfig, raw, "train")
+        cfg = build_run_config(EngineTrainConfig, [{"data": data or "", **({"preset": preset} if preset else {})}],
+                               overrides)
     if not cfg.data:
         raise UserError("which data? pass --data DATASET (a folder made by `diamond-play record`)")
     if cfg.num_threads:
@@ -308,14 +237,7 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
         while epoch < cfg.epochs:
             epoch_metrics: dict[str, list[float]] = {}
             for t in trainers:
-                for _ in range(steps_per_epoch[t.name]):
-                    metrics = t.step(iters[t.name], losses[t.name])
-                    for k, v in metrics.items():
-                        epoch_metrics.setdefault(k, []).append(v)
-                    bar.update(1)
-                    if t.steps % 10 == 0:
-                        bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in metrics.items()
-                                         if "loss" in k and "/loss_rew" not in k and "/loss_end" not in k})
+                run_phase(t, iters[t.name], losses[t.name], steps_per_epoch[t.name], bar, epoch_metrics)
             epoch += 1
             means = {k: float(np.mean(v)) for k, v in epoch_metrics.items()}
             if dist_info.is_main:

@@ -1,0 +1,504 @@
+"""Recipe: DIAMOND's Atari 100k training loop (paper Algorithm 1; numbers in REFERENCE.md §5–6).
+
+`diamond-play train atari GAME --out RUN_DIR`. Each epoch: collect real steps with the current policy (ε-greedy on
+π), then train the denoiser, the reward/termination model and the actor-critic (in imagination), evaluate every
+`eval_every` epochs, export weights and save the full training state (models, optimisers, RNGs, emulator, episode in
+progress) so `--resume RUN_DIR` continues after a kill -9 with nothing lost.
+
+Run directory: config.yaml, dataset/ (the collected episodes, project format), checkpoints/{state.pt, last/, best/},
+log.csv and TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+from tqdm import tqdm
+
+from diamond_play import __version__
+from diamond_play.config import (
+    ATARI_SAMPLER,
+    ActorCriticConfig,
+    AgentConfig,
+    DenoiserConfig,
+    InnerModelConfig,
+    RewEndModelConfig,
+    SamplingConfig,
+    WeightsConfig,
+    dump_yaml,
+    from_dict,
+    read_yaml,
+)
+from diamond_play.data.episodes import Dataset, DatasetInfo, Episode, EpisodeBuilder, write_text_atomically
+from diamond_play.data.segments import SegmentSampler
+from diamond_play.engine import frames_to_tensor
+from diamond_play.envs.atari import ATARI_100K_GAMES, AtariEnv, ale_games, canonical_game, human_normalized_score
+from diamond_play.errors import UserError
+from diamond_play.models.agent import Agent
+from diamond_play.train.core import (
+    DistInfo,
+    ModelTrainer,
+    OptimConfig,
+    RunDir,
+    RunLogger,
+    broadcast_object,
+    build_run_config,
+    init_distributed,
+    progress,
+    resolve_device,
+    rng_state,
+    run_phase,
+    set_rng_state,
+)
+from diamond_play.train.imagination import ImaginedEnvs, RolloutRunner
+from diamond_play.train.rl import ActorCriticLossConfig, actor_critic_loss, lambda_returns
+from diamond_play.train.world_model import (
+    DENOISER_PRESETS,
+    REW_END_PRESETS,
+    batches,
+    denoiser_loss,
+    rew_end_loss,
+    sample_strip,
+)
+
+ACTOR_CRITIC_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "small": {"lstm_dim": 256, "channels": [16, 16, 32, 32]},
+    "tiny": {"lstm_dim": 32, "channels": [8, 8, 8, 8]},
+}
+
+
+@dataclass
+class PhaseConfig:
+    """One model's training phase: its batch, its steps in the first and in later epochs, its optimiser."""
+
+    batch_size: int = 32
+    steps_first_epoch: int = 10_000
+    steps_per_epoch: int = 400
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class AtariTrainConfig:
+    """Every setting of an Atari 100k run (saved as RUN_DIR/config.yaml); the defaults are the paper's."""
+
+    game: str = ""
+    preset: str = "paper"
+    model_size: str = "paper"  # paper | small | tiny: sizes of the three networks
+    denoiser_model: dict[str, Any] = field(default_factory=dict)  # InnerModelConfig overrides
+    rew_end_model: dict[str, Any] = field(default_factory=dict)  # RewEndModelConfig overrides
+    actor_critic_model: dict[str, Any] = field(default_factory=dict)  # ActorCriticConfig overrides
+    # Collection (1 env, ε-greedy; the first epoch collects until rewards of more than one kind were seen)
+    total_env_steps: int = 100_000
+    collect_steps_per_epoch: int = 100
+    first_epoch_min_steps: int = 5_000
+    first_epoch_max_steps: int = 10_000
+    first_epoch_min_rare_rewards: int = 10  # steps whose clipped reward is not the most common one
+    final_epochs: int = 50  # training-only epochs after the budget is spent
+    epsilon: float = 0.01
+    # Training
+    num_steps_conditioning: int = 4
+    num_autoregressive_steps: int = 1  # denoiser windows of L + 1 + K = 6 frames
+    denoiser: PhaseConfig = field(default_factory=PhaseConfig)
+    rew_end: PhaseConfig = field(default_factory=lambda: PhaseConfig(optim=OptimConfig(max_grad_norm=100.0)))
+    actor_critic: PhaseConfig = field(default_factory=lambda: PhaseConfig(
+        steps_first_epoch=5_000, optim=OptimConfig(weight_decay=0.0, max_grad_norm=100.0)))
+    rew_end_seq_length: int = 19  # 15 + burn-in 4; windows may run past an episode's end
+    imagination_horizon: int = 15  # imagined episodes are truncated after this many steps
+    backup_every: int = 15  # imagined steps per actor-critic update
+    rl: ActorCriticLossConfig = field(default_factory=ActorCriticLossConfig)
+    # Evaluation in the real game (no life-loss ends, ε = 0)
+    eval_every: int = 10
+    eval_episodes: int = 4
+    final_eval_episodes: int = 100
+    eval_max_steps: int = 0  # per episode; 0: until game over
+    # Runtime
+    device: str = "auto"
+    amp: bool = False  # bf16 autocast
+    compile: bool = False
+    seed: int = 0
+    num_threads: int = 0
+    sample_every: int = 10  # epochs between TensorBoard sample strips
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # A CPU run of about two hours: the narrow networks and a 10k-step budget.
+    "small": {
+        "model_size": "small", "total_env_steps": 10_000, "first_epoch_min_steps": 2_000,
+        "first_epoch_max_steps": 4_000, "final_epochs": 5, "eval_every": 10, "final_eval_episodes": 10,
+        "denoiser": {"steps_first_epoch": 600, "steps_per_epoch": 25},
+        "rew_end": {"batch_size": 16, "steps_first_epoch": 300, "steps_per_epoch": 10},
+        "actor_critic": {"batch_size": 16, "steps_first_epoch": 150, "steps_per_epoch": 10},
+        "amp": True,
+    },
+    # Minutes on a CPU: for tests and for trying the pipeline.
+    "tiny": {
+        "model_size": "tiny", "total_env_steps": 400, "first_epoch_min_steps": 200, "first_epoch_max_steps": 300,
+        "first_epoch_min_rare_rewards": 1, "final_epochs": 1, "eval_every": 2, "eval_episodes": 1,
+        "final_eval_episodes": 2, "eval_max_steps": 100, "sample_every": 2,
+        "denoiser": {"batch_size": 4, "steps_first_epoch": 4, "steps_per_epoch": 2},
+        "rew_end": {"batch_size": 4, "steps_first_epoch": 4, "steps_per_epoch": 2},
+        "actor_critic": {"batch_size": 4, "steps_first_epoch": 2, "steps_per_epoch": 1},
+        "rew_end_seq_length": 8, "imagination_horizon": 5, "backup_every": 5,
+    },
+}
+
+
+def agent_config(cfg: AtariTrainConfig, num_actions: int) -> AgentConfig:
+    size = cfg.model_size
+    if size not in DENOISER_PRESETS:
+        raise UserError(f"unknown model_size {size!r}: use one of {sorted(DENOISER_PRESETS)}")
+    preset = DENOISER_PRESETS[size]
+    inner = from_dict(InnerModelConfig, {**preset, "attn_depths": [False] * len(preset["channels"]),
+                                         "num_steps_conditioning": cfg.num_steps_conditioning,
+                                         "num_actions": num_actions, **cfg.denoiser_model}, "denoiser_model")
+    return AgentConfig(
+        denoiser=DenoiserConfig(inner_model=inner, sigma_offset_noise=0.3,
+                                num_autoregressive_steps=cfg.num_autoregressive_steps),
+        rew_end_model=from_dict(RewEndModelConfig, {**REW_END_PRESETS[size], "num_actions": num_actions,
+                                                    **cfg.rew_end_model}, "rew_end_model"),
+        actor_critic=from_dict(ActorCriticConfig, {**ACTOR_CRITIC_PRESETS[size], "num_actions": num_actions,
+                                                   **cfg.actor_critic_model}, "actor_critic_model"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real-environment collection and evaluation
+
+
+def episode_to_state(episode: Episode | None) -> dict[str, Any] | None:
+    """An episode as tensors (checkpoints load with weights_only=True, which refuses numpy arrays)."""
+    if episode is None:
+        return None
+    return {k: None if v is None else torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in dataclasses.asdict(episode).items() if k != "attrs"} | {"attrs": dict(episode.attrs)}
+
+
+def episode_from_state(state: dict[str, Any] | None) -> Episode | None:
+    if state is None:
+        return None
+    return Episode(**{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in state.items()})
+
+
+class Collector:
+    """One training env (a lost life ends the episode) played by the actor-critic with ε-greedy exploration;
+    finished episodes are appended to the run's dataset as they end."""
+
+    def __init__(self, game: str, dataset: Dataset, epsilon: float, seed: int, device: torch.device) -> None:
+        self.env = AtariEnv(game, end_on_life_loss=True, seed=seed)
+        self.dataset, self.epsilon, self.device = dataset, epsilon, device
+        self.rng = np.random.default_rng(seed + 1)
+        self.builder = EpisodeBuilder({"game": self.env.game, "source": "diamond-play train atari", "fps": 15.0})
+        self.frame: np.ndarray | None = None
+        self.policy_state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.game_return = 0.0
+        self.reward_counts = [0, 0, 0]  # steps with clipped reward -1, 0, +1
+        self.steps = 0
+
+    @property
+    def rare_rewards(self) -> int:
+        return sum(self.reward_counts) - max(self.reward_counts)
+
+    def in_progress(self) -> Episode | None:
+        return self.builder.snapshot()
+
+    @torch.no_grad()
+    def collect(self, policy: nn.Module, steps: int) -> tuple[list[Episode], list[float]]:
+        """-> (episodes finished and written, returns of games that ended)."""
+        finished, returns = [], []
+        for _ in range(steps):
+            if self.frame is None:
+                self.frame, _ = self.env.reset()
+                self.policy_state = None
+            logits, _, self.policy_state = policy(frames_to_tensor(self.frame[None], self.device), self.policy_state)
+            action = int(Categorical(logits=logits.float()).sample().item())
+            if self.rng.random() < self.epsilon:
+                action = int(self.rng.integers(self.env.num_actions))
+            next_frame, reward, end, trunc, info = self.env.step(action)
+            self.builder.add(self.frame, action, reward, end, trunc)
+            self.reward_counts[int(np.sign(reward)) + 1] += 1
+            self.game_return += reward
+            self.steps += 1
+            if info["game_over"]:
+                returns.append(self.game_return)
+                self.game_return = 0.0
+            if end or trunc:
+                episode = self.builder.build(final_frame=next_frame, stopped_early=False)
+                assert episode is not None
+                self.dataset.append(episode)
+                finished.append(episode)
+                self.frame = None
+            else:
+                self.frame = next_frame
+        return finished, returns
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"env": self.env.get_state(), "rng": self.rng.bit_generator.state,
+                "episode": episode_to_state(self.builder.snapshot()),
+                "frame": None if self.frame is None else torch.from_numpy(self.frame.copy()),
+                "policy_state": self.policy_state, "game_return": self.game_return,
+                "reward_counts": list(self.reward_counts), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env.set_state(state["env"])
+        self.rng.bit_generator.state = state["rng"]
+        self.builder.restore(episode_from_state(state["episode"]))
+        self.frame = None if state["frame"] is None else state["frame"].numpy()
+        ps = state["policy_state"]
+        self.policy_state = None if ps is None else (ps[0].to(self.device), ps[1].to(self.device))
+        self.game_return, self.reward_counts = state["game_return"], list(state["reward_counts"])
+        self.steps = state["steps"]
+
+
+@torch.no_grad()
+def evaluate_policy(policy: nn.Module, game: str, episodes: int, max_steps: int, seed: int,
+                    device: torch.device, show_progress: bool = True) -> list[float]:
+    """Returns of full games (no life-loss ends) played by sampling from π (ε = 0), as the official test env."""
+    env = AtariEnv(game, seed=seed)
+    returns = []
+    for _ in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not show_progress, leave=False):
+        frame, _ = env.reset()
+        state, total, steps = None, 0.0, 0
+        while True:
+            logits, _, state = policy(frames_to_tensor(frame[None], device), state)
+            frame, reward, end, trunc, _ = env.step(int(Categorical(logits=logits.float()).sample().item()))
+            total += reward
+            steps += 1
+            if end or trunc or (max_steps and steps >= max_steps):
+                break
+        returns.append(total)
+    env.close()
+    return returns
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def actor_critic_loss_fn(runner: RolloutRunner, cfg: AtariTrainConfig):
+    def loss(module: nn.Module, _batch: Any):
+        r = runner.rollout(module, cfg.backup_every)
+        returns = lambda_returns(r.rew, r.end, r.trunc, r.val_bootstrap, cfg.rl.gamma, cfg.rl.lambda_)
+        loss_value, metrics = actor_critic_loss(r.logits_act.float(), r.act, r.val.float(), returns, cfg.rl)
+        metrics["imagined_reward"] = r.rew.mean().item()
+        metrics["imagined_end"] = r.end.float().mean().item()
+        return loss_value, metrics
+
+    return loss
+
+
+def forever(value: Any = None):
+    while True:
+        yield value
+
+
+def num_epochs_after_first(cfg: AtariTrainConfig, collected: int) -> int:
+    return math.ceil(max(0, cfg.total_env_steps - collected) / cfg.collect_steps_per_epoch) + cfg.final_epochs
+
+
+def load_config(run: RunDir, game: str | None, preset: str | None, resume: bool,
+                overrides: list[str]) -> AtariTrainConfig:
+    if resume:
+        return build_run_config(AtariTrainConfig, [read_yaml(run.config_path)], overrides)
+    preset = preset or "paper"
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: use one of {sorted(PRESETS)}")
+    canonical = canonical_game(game or "", known=ATARI_100K_GAMES + tuple(ale_games()))
+    return build_run_config(AtariTrainConfig, [PRESETS[preset], {"game": canonical, "preset": preset}], overrides)
+
+
+def train_atari(game: str | None, out: Path | None, resume: Path | None, preset: str | None,
+                overrides: list[str]) -> Path:
+    dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
+    run = RunDir(resume or out)  # type: ignore[arg-type]
+    cfg = load_config(run, game, preset, resume is not None, overrides)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device, dist_info)
+    if dist_info.is_main:
+        if resume is None:
+            run.prepare_new()
+        write_text_atomically(run.config_path, dump_yaml(cfg))
+    probe = AtariEnv(cfg.game)
+    num_actions, action_names = probe.num_actions, list(probe.action_meanings)
+    probe.close()
+    dataset = Dataset(run.root / "dataset", DatasetInfo(
+        game=cfg.game, num_actions=num_actions, action_names=action_names, fps=15.0, frame_size=[64, 64],
+        source="diamond-play train atari")) if dist_info.is_main else None
+
+    torch.manual_seed(cfg.seed + dist_info.rank)
+    weights_cfg = WeightsConfig(agent=agent_config(cfg, num_actions), game=cfg.game, kind="atari",
+                                num_actions=num_actions, action_names=action_names,
+                                sampling=SamplingConfig(dynamics=dataclasses.replace(ATARI_SAMPLER)),
+                                frame_size=[64, 64])
+    agent = Agent(weights_cfg).to(device)
+    assert agent.rew_end_model is not None and agent.actor_critic is not None
+
+    episodes: list[Episode] = []  # what the models train on: finished episodes + the one in progress
+    seed = cfg.seed * 1000 + dist_info.rank
+    den_sampler = SegmentSampler(episodes, cfg.num_steps_conditioning + 1 + cfg.num_autoregressive_steps,
+                                 cfg.denoiser.batch_size, seed=seed, recency=True)
+    rew_sampler = SegmentSampler(episodes, cfg.rew_end_seq_length, cfg.rew_end.batch_size, seed=seed + 100,
+                                 recency=True, beyond_end=True)
+    start_sampler = SegmentSampler(episodes, cfg.num_steps_conditioning, cfg.actor_critic.batch_size,
+                                   seed=seed + 200, recency=True)
+    envs = ImaginedEnvs(agent, start_sampler, ATARI_SAMPLER, cfg.imagination_horizon, device, bf16=cfg.amp)
+    runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
+    phases = [
+        (ModelTrainer("denoiser", agent.denoiser, cfg.denoiser.optim, device, cfg.amp, cfg.compile, dist_info),
+         batches(den_sampler, device), denoiser_loss, cfg.denoiser),
+        (ModelTrainer("rew_end", agent.rew_end_model, cfg.rew_end.optim, device, cfg.amp, False, dist_info),
+         batches(rew_sampler, device), rew_end_loss, cfg.rew_end),
+        (ModelTrainer("actor_critic", agent.actor_critic, cfg.actor_critic.optim, device, cfg.amp, False, dist_info),
+         forever(), actor_critic_loss_fn(runner, cfg), cfg.actor_critic),
+    ]
+    collector = Collector(cfg.game, dataset, cfg.epsilon, cfg.seed, device) if dataset is not None else None
+    np_rngs = {"denoiser": den_sampler.rng, "rew_end": rew_sampler.rng, "starts": start_sampler.rng}
+
+    epoch, num_epochs, best = 0, None, -float("inf")
+    if resume is not None:
+        state = run.load_state()
+        for trainer, *_ in phases:
+            trainer.load_state_dict(state["trainers"][trainer.name])
+        # Each rank continues its own random stream and imagined episodes (a run resumed with a different number
+        # of processes starts the extra ranks from rank 0's).
+        own = dist_info.rank if dist_info.rank < len(state["rng"]) else 0
+        set_rng_state(state["rng"][own], np_rngs)
+        runner.load_state_dict(state["rollouts"][own])
+        epoch, num_epochs, best = state["epoch"], state["num_epochs"], state["best"]
+        if collector is not None and dataset is not None:
+            collector.load_state_dict(state["collector"])
+            # Episodes written after the checkpoint (by the killed epoch) are collected again, identically, from
+            # the restored emulator and RNG state: drop them so none is counted twice.
+            for path in dataset.episode_paths()[state["episodes_on_disk"]:]:
+                path.unlink()
+    if dataset is not None and collector is not None:
+        finished = [dataset[i] for i in range(len(dataset))]
+        in_progress = collector.in_progress()
+    else:
+        finished, in_progress = [], None
+    finished, in_progress = broadcast_object((finished, in_progress), dist_info)
+    episodes[:] = finished + ([in_progress] if in_progress is not None else [])
+
+    logger = RunLogger(run.root, enabled=dist_info.is_main)
+
+    def planned_updates(n_epochs: int) -> int:
+        first = sum(p.steps_first_epoch for *_, p in phases)
+        return first + (n_epochs - 1) * sum(p.steps_per_epoch for *_, p in phases)
+
+    estimate = num_epochs or 1 + num_epochs_after_first(cfg, cfg.first_epoch_min_steps)
+    bar = progress(planned_updates(estimate), f"train atari {cfg.game}", enabled=dist_info.is_main,
+                   initial=planned_updates(epoch) if epoch else 0)
+    try:
+        while num_epochs is None or epoch < num_epochs:
+            first = epoch == 0
+            metrics: dict[str, list[float]] = {}
+            # 1. Collect (rank 0) and share the new episodes.
+            new, returns = [], []
+            if collector is not None:
+                collector_steps_before = collector.steps
+                if first:
+                    while collector.steps < cfg.first_epoch_max_steps and (
+                            collector.steps < cfg.first_epoch_min_steps
+                            or collector.rare_rewards < cfg.first_epoch_min_rare_rewards):
+                        n = min(cfg.collect_steps_per_epoch, cfg.first_epoch_max_steps - collector.steps)
+                        got, rets = collector.collect(agent.actor_critic, n)
+                        new, returns = new + got, returns + rets
+                        bar.set_description(f"train atari {cfg.game} (collecting {collector.steps})")
+                elif collector.steps < cfg.total_env_steps:
+                    n = min(cfg.collect_steps_per_epoch, cfg.total_env_steps - collector.steps)
+                    new, returns = collector.collect(agent.actor_critic, n)
+                bar.set_description(f"train atari {cfg.game}")
+                in_progress = collector.in_progress()
+                env_steps, collected_now = collector.steps, collector.steps - collector_steps_before
+            else:
+                env_steps = collected_now = 0
+            new, in_progress, env_steps = broadcast_object((new, in_progress, env_steps), dist_info)
+            finished.extend(new)
+            episodes[:] = finished + ([in_progress] if in_progress is not None else [])
+            if first:
+                num_epochs = 1 + num_epochs_after_first(cfg, env_steps)
+                bar.total = planned_updates(num_epochs)
+                bar.refresh()
+            # 2. Train the three models in turn.
+            for trainer, micro_batches, loss_fn, phase in phases:
+                steps = phase.steps_first_epoch if first else phase.steps_per_epoch
+                run_phase(trainer, micro_batches, loss_fn, steps, bar, metrics)
+            epoch += 1
+            rng_states = gather_per_rank(rng_state(np_rngs), dist_info)
+            rollout_states = gather_per_rank(tensors_to_cpu(runner.state_dict()), dist_info)
+            # 3. Evaluate, log, export and checkpoint (rank 0).
+            if not dist_info.is_main:
+                continue
+            assert num_epochs is not None and collector is not None and dataset is not None
+            scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
+            scalars.update({"epoch": epoch, "env_steps": env_steps, "collect/steps": collected_now,
+                            "collect/episodes": len(new)})
+            if returns:
+                scalars["collect/return"] = float(np.mean(returns))
+            is_best = False
+            last_epoch = epoch == num_epochs
+            if last_epoch or (cfg.eval_every and epoch % cfg.eval_every == 0):
+                n_eval = cfg.final_eval_episodes if last_epoch else cfg.eval_episodes
+                eval_returns = evaluate_policy(agent.actor_critic, cfg.game, n_eval, cfg.eval_max_steps,
+                                               cfg.seed + 10_000 + epoch, device)
+                mean_return = float(np.mean(eval_returns))
+                scalars["eval/return"] = mean_return
+                hns = human_normalized_score(cfg.game, mean_return)
+                if hns is not None:
+                    scalars["eval/hns"] = hns
+                is_best = mean_return > best
+                best = max(best, mean_return)
+                tqdm.write(f"epoch {epoch}/{num_epochs}: {env_steps} env steps, eval return {mean_return:.1f} "
+                           f"over {n_eval} episodes" + (f" (HNS {hns:.3f})" if hns is not None else ""))
+                agent.config.metrics = {"eval_return": round(mean_return, 3), "eval_episodes": n_eval,
+                                        **({"eval_hns": round(hns, 4)} if hns is not None else {})}
+            logger.scalars(epoch, scalars)
+            if cfg.sample_every and epoch % cfg.sample_every == 0:
+                logger.image(epoch, "samples/real_vs_imagined", sample_strip(agent, den_sampler, device, epoch))
+            agent.config.provenance = {
+                "game": cfg.game, "env_steps": env_steps, "epochs": epoch, "episodes": len(finished),
+                "denoiser_steps": phases[0][0].steps, "command": " ".join(["diamond-play", *sys.argv[1:]]),
+                "trained_with": f"diamond_play {__version__}", "recipe": "train atari",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            run.export_weights(agent, best=is_best)
+            run.save_state({"trainers": {t.name: t.state_dict() for t, *_ in phases},
+                            "rng": rng_states, "rollouts": rollout_states, "epoch": epoch, "num_epochs": num_epochs,
+                            "best": best, "collector": collector.state_dict(),
+                            "episodes_on_disk": len(dataset)})
+    finally:
+        bar.close()
+        logger.close()
+    return run.root
+
+
+def tensors_to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: tensors_to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(tensors_to_cpu(v) for v in obj)
+    return obj
+
+
+def gather_per_rank(obj: Any, dist_info: DistInfo) -> list[Any]:
+    """Every rank's `obj` (e.g. its RNG state), indexed by rank; called by all ranks."""
+    if not dist_info.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    objs: list[Any] = [None] * dist_info.world_size
+    dist.all_gather_object(objs, obj)
+    return objs
