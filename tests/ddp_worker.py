@@ -1,4 +1,5 @@
-"""Run under torchrun (2 CPU processes, gloo): a few DDP training steps of the real training core, then check that
+"""Run under torchrun (2 CPU processes, gloo): a few DDP training steps of the real training core (the denoiser, or
+with argv[2] == "actor_critic" the actor-critic in imagination), then check that
 every rank holds identical parameters. Writes the verdict to the file given as argv[1]."""
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import torch
 import torch.distributed as dist
 from helpers import tiny_agent
 
+from diamond_play.config import ATARI_SAMPLER
 from diamond_play.data.episodes import Episode
 from diamond_play.data.segments import SegmentSampler
+from diamond_play.train.atari import AtariTrainConfig, actor_critic_loss_fn, forever
 from diamond_play.train.core import ModelTrainer, OptimConfig, init_distributed
+from diamond_play.train.imagination import ImaginedEnvs, RolloutRunner
 from diamond_play.train.world_model import batches, denoiser_loss
 
 
@@ -26,17 +30,26 @@ def main() -> None:
     ep = Episode(frames=frames, actions=torch.randint(0, 4, (30,), generator=g).numpy(),
                  rewards=torch.zeros(30).numpy(), terminations=torch.zeros(30, dtype=torch.bool).numpy(),
                  truncations=torch.zeros(30, dtype=torch.bool).numpy())
-    sampler = SegmentSampler([ep], seq_length=6, batch_size=2, seed=info.rank)
-    trainer = ModelTrainer("denoiser", agent.denoiser, OptimConfig(grad_acc_steps=2), torch.device("cpu"),
-                           dist_info=info)
-    before = [p.detach().clone() for p in agent.denoiser.parameters()]
-    it = batches(sampler, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    if len(sys.argv) > 2 and sys.argv[2] == "actor_critic":
+        # The actor-critic learns in imagination: each rank rolls out its own imagined episodes.
+        starts = SegmentSampler([ep], seq_length=4, batch_size=2, seed=info.rank)
+        envs = ImaginedEnvs(agent, starts, ATARI_SAMPLER, horizon=3, device=cpu)
+        runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
+        model = agent.actor_critic
+        trainer = ModelTrainer("actor_critic", model, OptimConfig(), cpu, dist_info=info)
+        it, loss = forever(), actor_critic_loss_fn(runner, AtariTrainConfig(imagination_horizon=3, backup_every=4))
+    else:
+        model = agent.denoiser
+        trainer = ModelTrainer("denoiser", model, OptimConfig(grad_acc_steps=2), cpu, dist_info=info)
+        it, loss = batches(SegmentSampler([ep], seq_length=6, batch_size=2, seed=info.rank), cpu), denoiser_loss
+    before = [p.detach().clone() for p in model.parameters()]
     for _ in range(3):
-        trainer.step(it, denoiser_loss)
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in agent.denoiser.parameters())).hexdigest()
+        trainer.step(it, loss)
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
     digests = [None] * info.world_size
     dist.all_gather_object(digests, digest)
-    changed = any(not torch.equal(a, b) for a, b in zip(before, agent.denoiser.parameters(), strict=True))
+    changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     if info.is_main:
         with open(sys.argv[1], "w") as f:
             json.dump({"digests": digests, "changed": changed, "world_size": info.world_size}, f)

@@ -103,3 +103,12 @@ def save_official(agent: Agent, folder: Path, name: str) -> tuple[Path, Path]:
     torch.save(official_state_dict(agent), ckpt)
     cfg.write_text(yaml.safe_dump(official_yaml(agent.config.agent, agent.config.num_actions), sort_keys=False))
     return ckpt, cfg
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for torchrun's rendezvous in DDP tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_agent
+from helpers import free_port, tiny_agent
 
 import diamond_play
 from diamond_play.cli import main
@@ -104,7 +104,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     out = tmp_path / "ddp.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                             "--master_port", str(29500 + os.getpid() % 1000), str(TESTS / "ddp_worker.py"),
+                             "--master_port", str(free_port()), str(TESTS / "ddp_worker.py"),
                              str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     verdict = json.loads(out.read_text())
