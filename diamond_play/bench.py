@@ -130,6 +130,22 @@ def bench_mode(agent: Agent, mode: ExecutionMode, sampling: SamplingConfig | Non
     return result, first
 
 
+MODEL_OF_PHASE = {"denoiser": "denoiser", "rew_end": "rew_end_model", "actor_critic": "actor_critic",
+                  "upsampler": "upsampler"}
+
+
+def load_bench_agent(kind: str, weights: Path | None) -> Agent:
+    """Given weights (their architecture and values) or random ones at the paper's sizes."""
+    if weights is None:
+        return random_agent(kind)
+    from diamond_play.weights.loading import load_agent
+
+    agent = load_agent(weights)
+    if agent.config.kind != kind and not (kind == "atari" and agent.config.kind == "custom"):
+        raise UserError(f"{weights} holds a {agent.config.kind} engine, not {kind}")
+    return agent
+
+
 def run_play_bench(kind: str, preset: str, device: torch.device, frames: int, modes: list[str],
                    weights: Path | None = None, warmup: int = 3) -> list[ModeResult]:
     unknown = [m for m in modes if m not in EXECUTION_MODES]
@@ -137,14 +153,7 @@ def run_play_bench(kind: str, preset: str, device: torch.device, frames: int, mo
         raise UserError(f"unknown mode(s) {unknown}: choose from {', '.join(EXECUTION_MODES)}")
     if "eager-fp32" not in modes:
         modes = ["eager-fp32", *modes]  # the reference every other mode is compared with
-    if weights is not None:
-        from diamond_play.weights.loading import load_agent
-
-        agent = load_agent(weights)
-        if agent.config.kind != kind and not (kind == "atari" and agent.config.kind == "custom"):
-            raise UserError(f"{weights} holds a {agent.config.kind} engine, not {kind}")
-    else:
-        agent = random_agent(kind)
+    agent = load_bench_agent(kind, weights)
     sampling = csgo_sampling(preset) if kind == "csgo" else None
     results, reference = [], None
     for name in modes:
@@ -168,6 +177,168 @@ def format_table(results: list[ModeResult]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, device: torch.device, results: list[ModeResult], what: str) -> None:
+def write_json(path: Path, device: torch.device, results: list, what: str) -> None:
     path.write_text(json.dumps({"machine": machine_description(device), "benchmark": what,
                                 "modes": [asdict(r) for r in results]}, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training steps
+
+
+@dataclass(frozen=True)
+class TrainMode:
+    name: str
+    bf16: bool = False
+    compile: bool = False
+
+
+TRAIN_MODES = {m.name: m for m in (TrainMode("eager-fp32"), TrainMode("eager-bf16", bf16=True),
+                                   TrainMode("compiled-fp32", compile=True),
+                                   TrainMode("compiled-bf16", bf16=True, compile=True))}
+
+
+@dataclass
+class TrainResult:
+    name: str  # the mode
+    phase: str  # which model's step
+    s_per_step: float  # median over the timed steps
+    steps_per_s: float
+    p50_ms: float
+    p95_ms: float
+    max_abs_diff: float  # |loss − eager fp32's loss| on the first step (same batch and noise)
+    samples_per_s: float
+    peak_memory_mb: float = 0.0
+    warmup_s: float = 0.0
+
+
+@dataclass
+class TrainPhase:
+    """One model's optimiser step at the paper's batch size (micro-batch for CS:GO's accumulated steps)."""
+
+    name: str
+    batch_size: int
+    make: object  # (agent, device, mode) -> (model, micro_batches, loss_fn)
+
+
+def synthetic_episodes(kind: str, n: int = 4, length: int = 60):
+    """Random episodes in the project's format (random frames keep every step's cost realistic)."""
+    from diamond_play.data.episodes import Episode
+
+    rng = np.random.default_rng(0)
+    eps = []
+    for _ in range(n):
+        if kind == "atari":
+            frames, full = rng.integers(0, 256, (length, 64, 64, 3), dtype=np.uint8), None
+            actions = rng.integers(0, 4, length)
+        else:
+            frames = rng.integers(0, 256, (length, 30, 56, 3), dtype=np.uint8)
+            full = rng.integers(0, 256, (length, 150, 280, 3), dtype=np.uint8)
+            actions = np.stack([csgo.encode_action(csgo.CSGOAction(keys=("w",))) for _ in range(length)])
+        ends = np.zeros(length, dtype=bool)
+        eps.append(Episode(frames=frames, actions=actions, rewards=rng.integers(-1, 2, length).astype(np.float32),
+                           terminations=ends, truncations=ends.copy(), full_res_frames=full))
+    return eps
+
+
+def train_phases(kind: str, batch_size: int | None = None) -> list[TrainPhase]:
+    from diamond_play.data.segments import SegmentSampler
+    from diamond_play.train.world_model import batches, denoiser_loss, rew_end_loss, upsampler_loss
+
+    episodes = synthetic_episodes(kind)
+
+    def segment_phase(name: str, model_attr: str, loss, seq: int, batch: int, **kw) -> TrainPhase:
+        batch = batch_size or batch
+
+        def make(agent: Agent, device: torch.device, mode: TrainMode):
+            return getattr(agent, model_attr), batches(SegmentSampler(episodes, seq, batch, seed=0, **kw), device), loss
+
+        return TrainPhase(name, batch, make)
+
+    if kind == "csgo":  # micro-batches of the paper's accumulated steps (x8 per optimiser step)
+        return [segment_phase("denoiser", "denoiser", denoiser_loss, 4 + 1 + 4, 16),
+                segment_phase("upsampler", "upsampler", upsampler_loss, 3, 4)]
+
+    def actor_critic(agent: Agent, device: torch.device, mode: TrainMode):
+        from diamond_play.train.atari import AtariTrainConfig, actor_critic_loss_fn, forever
+        from diamond_play.train.imagination import ImaginedEnvs, RolloutRunner
+
+        starts = SegmentSampler(episodes, 4, batch_size or 32, seed=0, recency=True)
+        envs = ImaginedEnvs(agent, starts, ATARI_SAMPLER, 15, device, bf16=mode.bf16)
+        runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
+        return agent.actor_critic, forever(), actor_critic_loss_fn(runner, AtariTrainConfig())
+
+    return [segment_phase("denoiser", "denoiser", denoiser_loss, 6, 32),
+            segment_phase("rew_end", "rew_end_model", rew_end_loss, 19, 32, beyond_end=True),
+            TrainPhase("actor_critic", batch_size or 32, actor_critic)]
+
+
+def bench_train_step(agent: Agent, phase: TrainPhase, mode: TrainMode, device: torch.device, steps: int,
+                     warmup: int) -> tuple[TrainResult, float]:
+    """Time `steps` optimiser steps after `warmup` ones; -> result and the first step's loss."""
+    from diamond_play.train.core import ModelTrainer, OptimConfig
+
+    agent = copy.deepcopy(agent).to(device)
+    torch.manual_seed(0)
+    model, micro_batches, loss_fn = phase.make(agent, device, mode)
+    trainer = ModelTrainer(phase.name, model, OptimConfig(), device, amp=mode.bf16, compile_model=mode.compile)
+    timer_sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    _peak_memory_reset(device)
+    first_loss = float("nan")
+    t0 = time.perf_counter()
+    for i in range(max(1, warmup)):
+        metrics = trainer.step(micro_batches, loss_fn)
+        if i == 0:
+            first_loss = next(v for k, v in metrics.items() if "loss" in k)
+    timer_sync()
+    warmup_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        trainer.step(micro_batches, loss_fn)
+        timer_sync()
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1000
+    med = float(np.median(ms)) / 1000
+    return TrainResult(name=mode.name, phase=phase.name, s_per_step=round(med, 3), steps_per_s=round(1 / med, 3),
+                       p50_ms=float(np.percentile(ms, 50)), p95_ms=float(np.percentile(ms, 95)), max_abs_diff=0.0,
+                       samples_per_s=round(phase.batch_size / med, 2),
+                       peak_memory_mb=round(_peak_memory_mb(device), 1), warmup_s=round(warmup_s, 2)), first_loss
+
+
+def run_train_bench(kind: str, device: torch.device, modes: list[str], steps: int, phases: list[str] | None = None,
+                    warmup: int = 1, batch_size: int | None = None, weights: Path | None = None) -> list[TrainResult]:
+    unknown = [m for m in modes if m not in TRAIN_MODES]
+    if unknown:
+        raise UserError(f"unknown training mode(s) {unknown}: choose from {', '.join(TRAIN_MODES)}")
+    if "eager-fp32" not in modes:
+        modes = ["eager-fp32", *modes]
+    available = train_phases(kind, batch_size)
+    if phases:
+        bad = [p for p in phases if p not in {ph.name for ph in available}]
+        if bad:
+            raise UserError(f"unknown phase(s) {bad} for {kind}: choose from {', '.join(p.name for p in available)}")
+        available = [p for p in available if p.name in phases]
+    agent = load_bench_agent(kind, weights)
+    missing = [p.name for p in available if getattr(agent, MODEL_OF_PHASE[p.name]) is None]
+    if missing:
+        raise UserError(f"these weights have no model for phase(s) {missing}: pass --phases without them")
+    results = []
+    for phase in available:
+        reference = None
+        for name in modes:
+            result, loss = bench_train_step(agent, phase, TRAIN_MODES[name], device, steps, warmup)
+            reference = loss if reference is None else reference
+            result.max_abs_diff = round(abs(loss - reference), 6)
+            results.append(result)
+    return results
+
+
+def format_train_table(results: list[TrainResult]) -> str:
+    head = (f"{'phase':13s} {'mode':15s} {'s/step':>8s} {'steps/s':>8s} {'samples/s':>10s} {'p95 ms':>9s} "
+            f"{'peak MB':>8s} {'warm-up s':>9s} {'|loss diff|':>11s}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r.phase:13s} {r.name:15s} {r.s_per_step:8.3f} {r.steps_per_s:8.3f} {r.samples_per_s:10.2f} "
+                     f"{r.p95_ms:9.0f} {r.peak_memory_mb:8.0f} {r.warmup_s:9.1f} {r.max_abs_diff:11.5f}")
+    return "\n".join(lines)

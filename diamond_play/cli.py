@@ -208,11 +208,34 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from diamond_play.engine import EXECUTION_MODES
 
     device = torch.device(resolve_device(args.device))
+    if args.kind == "train":
+        bench_training(args, device)
+        return
+    if args.target is not None:
+        raise UserError(f"unexpected {args.target!r}: `bench {args.kind}` takes no second word")
     modes = args.modes.split(",") if args.modes else list(EXECUTION_MODES)
     results = run_play_bench(args.kind, args.preset, device, args.frames, modes, args.weights)
     what = f"play {args.kind}" + (f" {args.preset}" if args.kind == "csgo" else "")
     print(f"{what}, batch 1, {args.frames} frames per mode on {machine_description(device)}")
     print(format_table(results))
+    if args.json:
+        write_json(args.json, device, results, what)
+
+
+def bench_training(args: argparse.Namespace, device) -> None:
+    from diamond_play.bench import TRAIN_MODES, format_train_table, machine_description, run_train_bench, write_json
+
+    if args.target is None:
+        raise UserError("which training? `diamond-play bench train atari` or `diamond-play bench train csgo`")
+    modes = args.modes.split(",") if args.modes else list(TRAIN_MODES)
+    phases = args.phases.split(",") if args.phases else None
+    results = run_train_bench(args.target, device, modes, args.steps, phases, batch_size=args.batch_size,
+                              weights=args.weights)
+    what = f"train {args.target}"
+    batch = f"batch {args.batch_size}" if args.batch_size else "the paper's batch sizes"
+    print(f"{what}: one optimiser step per phase at {batch}, median of {args.steps} after a warm-up step, on "
+          f"{machine_description(device)}")
+    print(format_train_table(results))
     if args.json:
         write_json(args.json, device, results, what)
 
@@ -292,8 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345, help="seed for held-out collection and sampling")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="frame latency of the play engine in every execution mode")
-    p.add_argument("kind", choices=["atari", "csgo"])
+    p = sub.add_parser("bench", help="frame latency of the play engine (bench atari|csgo) or training step time "
+                       "(bench train atari|csgo) in every execution mode")
+    p.add_argument("kind", choices=["atari", "csgo", "train"])
+    p.add_argument("target", nargs="?", choices=["atari", "csgo"], help="after `train`: which recipe's models")
+    p.add_argument("--steps", type=int, default=3, help="bench train: timed optimiser steps per phase and mode")
+    p.add_argument("--batch-size", type=int, help="bench train: batch size (default: the paper's per phase)")
+    p.add_argument("--phases", help="bench train: comma-separated phases (atari: denoiser,rew_end,actor_critic; "
+                   "csgo: denoiser,upsampler)")
     p.add_argument("--preset", choices=["quality", "fast"], default="quality", help="CS:GO sampler preset")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--frames", type=int, default=20, help="timed frames per mode (after 3 warm-up frames)")

@@ -52,3 +52,19 @@ def test_bench_command_json(atari_weights, tmp_path, capsys):
         assert {"name", "fps", "p50_ms", "p95_ms", "max_abs_diff"} <= set(m) and m["fps"] > 0
     assert data["modes"][0]["max_abs_diff"] == 0.0
     assert main(["bench", "atari", "--modes", "warp-speed"]) == 2
+
+
+def test_bench_train_reports_every_phase_and_mode(atari_weights, tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert main(["bench", "train", "atari", "--weights", str(atari_weights), "--batch-size", "2", "--steps", "1",
+                 "--modes", "eager-bf16", "--device", "cpu", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "actor_critic" in table and "rew_end" in table and "s/step" in table
+    data = json.loads(out.read_text())
+    rows = [(m["phase"], m["name"]) for m in data["modes"]]
+    assert rows == [(p, m) for p in ("denoiser", "rew_end", "actor_critic") for m in ("eager-fp32", "eager-bf16")]
+    for m in data["modes"]:
+        assert m["s_per_step"] > 0 and m["samples_per_s"] > 0
+        assert m["max_abs_diff"] < 0.05  # bf16 autocast keeps the loss close to fp32's
+    assert main(["bench", "train"]) == 2
+    assert main(["bench", "train", "atari", "--phases", "upsampler", "--weights", str(atari_weights)]) == 2

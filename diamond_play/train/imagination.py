@@ -161,15 +161,16 @@ class RolloutRunner:
             logits, val, state = policy(obs, state)
             act = Categorical(logits=logits.detach()).sample()
             next_obs, rew, end, trunc, final_obs, burn_in = self.envs.step(act)
-            boot = torch.zeros_like(val)
+            boot = torch.zeros_like(val, dtype=torch.float32)
             dead = (end.bool() | trunc.bool())
             if dead.any():
                 with torch.no_grad():  # value of the last frame with the LSTM state before the reset
                     _, val_final, _ = policy(final_obs[dead], (state[0][dead], state[1][dead]))
                 boot[dead] = val_final.float()
-                h, c = state[0].clone(), state[1].clone()
+                h, c = state[0].float().clone(), state[1].float().clone()  # (bf16 under autocast)
                 assert burn_in is not None
-                h[dead], c[dead] = self.burn_in(policy, burn_in)
+                burnt_h, burnt_c = self.burn_in(policy, burn_in)
+                h[dead], c[dead] = burnt_h.float(), burnt_c.float()
                 state = (h, c)
             all_obs.append(obs)
             acts.append(act)
@@ -184,10 +185,10 @@ class RolloutRunner:
             _, val_next, _ = policy(obs, state)  # bootstraps the last step where it did not end
         self.obs, self.state = obs, (state[0].detach(), state[1].detach())
         val = torch.stack(vals, dim=1)
-        nxt = torch.cat((val[:, 1:].detach(), val_next.detach()[:, None].float()), dim=1)
+        nxt = torch.cat((val[:, 1:].detach().float(), val_next.detach()[:, None].float()), dim=1)
         boot_values = torch.stack([b for b, _ in boots], dim=1)
         dead_mask = torch.stack([d for _, d in boots], dim=1)
-        val_bootstrap = torch.where(dead_mask, boot_values, nxt.to(boot_values.dtype))
+        val_bootstrap = torch.where(dead_mask, boot_values, nxt)
         return Rollout(obs=torch.stack(all_obs, dim=1), act=torch.stack(acts, dim=1), rew=torch.stack(rews, dim=1),
                        end=torch.stack(ends, dim=1), trunc=torch.stack(truncs, dim=1),
                        logits_act=torch.stack(logits_l, dim=1), val=val, val_bootstrap=val_bootstrap)
