@@ -4,6 +4,7 @@
     python -m data_tools.csgo spawns DATASET OUT_DIR [--count N]      # start states from held-out episodes
     python -m data_tools.csgo inspect DATASET                          # counts, hours, action statistics
     python -m data_tools.csgo view DATASET                             # scrub episodes in a pygame window
+    python -m data_tools.csgo loader DATASET [--workers N]             # samples/s of the training data loader
 
 `prepare` streams each `hdf5_dm_july2021_<a>_to_<b>.tar` (no full extraction), converts every HDF5 file into one
 episode (full-res 150x280 + low-res 30x56 frames, 51-dim actions) in the official train/test split, and is
@@ -200,6 +201,32 @@ def view(dataset_dir: Path, max_ticks: int | None = None) -> None:
     pygame.quit()
 
 
+def loader_speed(dataset_dir: Path, workers: int, batches: int) -> str:
+    """Samples/s of the training loader alone (the windows `train csgo` draws), per model."""
+    import time
+
+    import torch
+
+    from diamond_play.data.segments import SegmentStream, segment_batches
+
+    ds = Dataset(dataset_dir / "train" if (dataset_dir / "train").is_dir() else dataset_dir)
+    episodes = ds.lazy_episodes()
+    if not episodes:
+        raise UserError(f"{str(dataset_dir)!r} has no episodes")
+    lines = [f"{len(episodes)} episodes, {workers} worker process(es), {batches} batches after 2 warm-up ones:"]
+    for name, seq, batch in (("dynamics", 4 + 1 + 4, 16), ("upsampler", 3, 4)):
+        it = segment_batches(SegmentStream(episodes, seq, batch, seed=0), torch.device("cpu"), workers)
+        for _ in range(2):  # worker start-up and first file opens
+            next(it)
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        dt = time.perf_counter() - t0
+        lines.append(f"  {name:9s} windows of {seq} frames, batch {batch}: {batches * batch / dt:8.1f} samples/s "
+                     f"({batches / dt:.1f} batches/s)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_tools.csgo", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("dataset", type=Path)
     c = sub.add_parser("view", help="scrub through episodes with the decoded actions shown")
     c.add_argument("dataset", type=Path)
+    c = sub.add_parser("loader", help="measure samples/s of the training data loader alone")
+    c.add_argument("dataset", type=Path)
+    c.add_argument("--workers", type=int, default=4)
+    c.add_argument("--batches", type=int, default=50)
     args = p.parse_args(argv)
 
     def body() -> None:
@@ -227,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{make_spawns(args.dataset, args.out_dir, args.count)} spawn points written to {args.out_dir}")
         elif args.command == "inspect":
             print(inspect(args.dataset))
+        elif args.command == "loader":
+            print(loader_speed(args.dataset, args.workers, args.batches))
         else:
             view(args.dataset)
 

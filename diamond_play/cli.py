@@ -142,8 +142,21 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
         overrides.append(f"resolution=[{args.resolution[0]}, {args.resolution[1]}]")
     if args.upsampler:
         overrides.append("upsampler=true")
-    root = train_engine(args.out, args.resume, str(args.data) if args.data else None, args.preset, overrides)
+    layer = {"data": str(args.data) if args.data else "", **({"preset": args.preset} if args.preset else {})}
+    root = train_engine(args.out, args.resume, [layer], overrides)
     print(f"run saved in {root}; play it with: diamond-play play --weights {root}")
+
+
+def cmd_train_csgo(args: argparse.Namespace) -> None:
+    from diamond_play.train.engine import csgo_layers, train_engine
+
+    if (args.out is None) == (args.resume is None):
+        raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
+    if args.resume is None and args.data is None:
+        raise UserError("a new run needs --data DATASET (made by `python -m data_tools.csgo prepare`)")
+    layers = csgo_layers(args.data, args.preset) if args.resume is None else []
+    root = train_engine(args.out, args.resume, layers, list(args.overrides))
+    print(f"run saved in {root}; play it with: diamond-play csgo --weights {root}")
 
 
 def cmd_train_atari(args: argparse.Namespace) -> None:
@@ -292,6 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "upsampler back to the dataset's frame size (like DIAMOND's CS:GO engine)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 amp=true")
     t.set_defaults(func=cmd_train_engine)
+    t = train_sub.add_parser("csgo", help="DIAMOND's CS:GO engine: the dynamics model and the upsampler on a dataset "
+                             "made by `python -m data_tools.csgo prepare`")
+    t.add_argument("--data", type=Path, help="prepared dataset (train/ and test/; spawn points come from test/)")
+    t.add_argument("--out", type=Path, help="new run directory")
+    t.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
+    t.add_argument("--preset", choices=["paper", "small", "tiny"], help="paper (default): DIAMOND's models and "
+                   "hyperparameters; small: narrower models for one GPU or a long CPU run; tiny: tests")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. loader_workers=8 "
+                   "amp=true denoiser_optim.grad_acc_steps=4")
+    t.set_defaults(func=cmd_train_csgo)
     t = train_sub.add_parser("atari", help="DIAMOND's Atari 100k loop: collect, train world model + reward/"
                              "termination model, train the actor-critic in imagination")
     t.add_argument("--out", type=Path, help="new run directory")

@@ -1,6 +1,6 @@
 """Run under torchrun (2 CPU processes, gloo): a few DDP training steps of the real training core (the denoiser, or
-with argv[2] == "actor_critic" the actor-critic in imagination), then check that
-every rank holds identical parameters. Writes the verdict to the file given as argv[1]."""
+with argv[2] == "actor_critic" the actor-critic in imagination, with "csgo_upsampler" CS:GO's upsampler), then
+check that every rank holds identical parameters. Writes the verdict to the file given as argv[1]."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from diamond_play.data.segments import SegmentSampler
 from diamond_play.train.atari import AtariTrainConfig, actor_critic_loss_fn, forever
 from diamond_play.train.core import ModelTrainer, OptimConfig, init_distributed
 from diamond_play.train.imagination import ImaginedEnvs, RolloutRunner
-from diamond_play.train.world_model import batches, denoiser_loss
+from diamond_play.train.world_model import batches, denoiser_loss, upsampler_loss
 
 
 def main() -> None:
@@ -39,6 +39,15 @@ def main() -> None:
         model = agent.actor_critic
         trainer = ModelTrainer("actor_critic", model, OptimConfig(), cpu, dist_info=info)
         it, loss = forever(), actor_critic_loss_fn(runner, AtariTrainConfig(imagination_horizon=3, backup_every=4))
+    elif len(sys.argv) > 2 and sys.argv[2] == "csgo_upsampler":
+        # CS:GO's upsampler on multi-hot data with full-res frames, accumulating 2 micro-batches per step.
+        from bench_data import csgo_episode
+
+        agent = tiny_agent("csgo", seed=0)
+        model = agent.upsampler
+        trainer = ModelTrainer("upsampler", model, OptimConfig(grad_acc_steps=2), cpu, dist_info=info)
+        it = batches(SegmentSampler([csgo_episode(g)], seq_length=3, batch_size=1, seed=info.rank), cpu)
+        loss = upsampler_loss
     else:
         model = agent.denoiser
         trainer = ModelTrainer("denoiser", model, OptimConfig(grad_acc_steps=2), cpu, dist_info=info)

@@ -171,6 +171,45 @@ def read_episode(path: str | Path) -> Episode:
     return episode
 
 
+class LazyEpisode:
+    """An episode file read on demand: the arrays are h5py datasets, so slicing reads only that window from disk
+    (datasets far larger than memory, e.g. CS:GO's). The file opens on first access, in the process that uses it
+    (loader workers each open their own handle)."""
+
+    ARRAYS = ("frames", "actions", "rewards", "terminations", "truncations", "full_res_frames", "final_frame")
+
+    def __init__(self, path: str | Path, length: int | None = None) -> None:
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        self._length = length
+
+    def _open(self) -> h5py.File:
+        if self._file is None:
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as e:
+                raise UserError(f"episode file {str(self.path)!r} is corrupt or incomplete ({e}): delete it or "
+                                "restore it from a backup") from None
+        return self._file
+
+    def __len__(self) -> int:
+        if self._length is None:
+            self._length = len(self._open()["frames"])
+        return self._length
+
+    def __getattr__(self, name: str):
+        if name in LazyEpisode.ARRAYS:
+            f = self._open()
+            return f.get(name)
+        raise AttributeError(name)
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for loader workers: the handle is not sent
+        return {"path": self.path, "_length": self._length, "_file": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
 @dataclass
 class DatasetInfo:
     """dataset.yaml: what every episode in the folder shares."""
@@ -222,6 +261,19 @@ class Dataset:
 
     def __getitem__(self, index: int) -> Episode:
         return read_episode(self.episode_paths()[index])
+
+    def lazy_episodes(self) -> list[LazyEpisode]:
+        """Every episode as a LazyEpisode (lengths read once here, frames read when sampled)."""
+        out = []
+        for path in self.episode_paths():
+            try:
+                with h5py.File(path, "r") as f:
+                    length = len(f["frames"])
+            except (OSError, KeyError) as e:
+                raise UserError(f"episode file {str(path)!r} is corrupt or incomplete ({str(e).splitlines()[0]}): "
+                                "delete it or restore it from a backup") from None
+            out.append(LazyEpisode(path, length))
+        return out
 
     def check_actions(self, episode: Episode) -> None:
         a = episode.actions

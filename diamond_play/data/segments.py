@@ -24,8 +24,12 @@ class Batch:
     mask_padding: Tensor  # (B, T) bool: True where the step is real
     full_res: Tensor | None = None  # (B, T, 3, H', W')
 
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(**{f.name: None if getattr(self, f.name) is None
+                        else getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
+
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
+        return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory()
                         for f in fields(self)})
 
 
@@ -49,6 +53,7 @@ class SegmentSampler:
         self.seq_length, self.batch_size = seq_length, batch_size
         self.rng = np.random.default_rng(seed)
         self.recency, self.beyond_end = recency, beyond_end
+        self._lengths: np.ndarray | None = None
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, seq_length: int, batch_size: int, **kwargs) -> SegmentSampler:
@@ -60,8 +65,9 @@ class SegmentSampler:
             chunks = np.array_split(np.arange(n), len(RECENCY_WEIGHTS))
             chunk = chunks[self.rng.choice(len(chunks), p=RECENCY_WEIGHTS)]
             return int(self.rng.choice(chunk))
-        lengths = np.array([len(e) for e in self.episodes], dtype=np.float64)
-        return int(self.rng.choice(n, p=lengths / lengths.sum()))
+        if self._lengths is None or len(self._lengths) != n:  # episodes may be appended while training
+            self._lengths = np.array([len(e) for e in self.episodes], dtype=np.float64)
+        return int(self.rng.choice(n, p=self._lengths / self._lengths.sum()))
 
     def _window(self, length: int) -> tuple[int, int]:
         t = int(self.rng.integers(length))
@@ -117,3 +123,35 @@ class SegmentSampler:
         return Batch(obs=obs, act=torch.from_numpy(act), rew=torch.from_numpy(rew),
                      end=torch.from_numpy(end), trunc=torch.from_numpy(trunc), mask_padding=torch.from_numpy(mask),
                      full_res=full_res)
+
+
+class SegmentStream(torch.utils.data.IterableDataset):
+    """Endless batches from a SegmentSampler, one independent sampler per loader worker (seeded from the run's seed,
+    the rank, the worker and the epoch), so file reads and decoding overlap training."""
+
+    def __init__(self, episodes: Sequence, seq_length: int, batch_size: int, seed: int | Sequence[int],
+                 **sampler_kwargs) -> None:
+        self.episodes, self.seq_length, self.batch_size = episodes, seq_length, batch_size
+        self.seed, self.sampler_kwargs = seed, sampler_kwargs
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        sampler = SegmentSampler(self.episodes, self.seq_length, self.batch_size, **self.sampler_kwargs)
+        seed = list(self.seed) if isinstance(self.seed, Sequence) else [self.seed]
+        sampler.rng = np.random.default_rng([*seed, worker])
+        while True:
+            yield sampler.sample()
+
+
+def segment_batches(stream: SegmentStream, device: torch.device, workers: int):
+    """Batches on `device`; with workers > 0, drawn by that many processes (spawned: forking after torch has
+    started its thread pools can hang) with prefetching and pinned memory on CUDA."""
+    if workers == 0:
+        source = iter(stream)
+    else:
+        source = iter(torch.utils.data.DataLoader(
+            stream, batch_size=None, num_workers=workers, multiprocessing_context="spawn", persistent_workers=True,
+            prefetch_factor=4, pin_memory=device.type == "cuda"))
+    for batch in source:
+        yield batch.to(device, non_blocking=True)

@@ -28,12 +28,13 @@ from diamond_play.config import (
     SamplingConfig,
     SigmaDistributionConfig,
     WeightsConfig,
+    csgo_sampling,
     dump_yaml,
     from_dict,
     read_yaml,
 )
 from diamond_play.data.episodes import Dataset, Episode, write_text_atomically
-from diamond_play.data.segments import SegmentSampler
+from diamond_play.data.segments import SegmentSampler, SegmentStream, segment_batches
 from diamond_play.data.spawns import spawns_from_episodes, write_spawns
 from diamond_play.envs.atari import ATARI_100K_GAMES, ale_games
 from diamond_play.errors import UserError
@@ -52,10 +53,10 @@ from diamond_play.train.core import (
     set_rng_state,
 )
 from diamond_play.train.world_model import (
+    CSGO_DYNAMICS_PRESETS,
     DENOISER_PRESETS,
     REW_END_PRESETS,
     UPSAMPLER_PRESETS,
-    batches,
     denoiser_loss,
     rew_end_loss,
     sample_strip,
@@ -68,6 +69,10 @@ class EngineTrainConfig:
     """Every setting of an engine training run (saved as RUN_DIR/config.yaml)."""
 
     data: str = ""
+    recipe: str = "engine"  # engine (discrete actions) | csgo (DIAMOND's CS:GO models on multi-hot actions)
+    spawn_data: str = ""  # dataset whose episode starts become the spawn points (default: the training data)
+    lazy_data: bool = False  # read training windows from disk instead of loading every episode (big datasets)
+    loader_workers: int = 0  # processes that draw training batches (0: in the training process)
     preset: str = "small"
     game: str = ""  # default: the dataset's
     kind: str = ""  # atari (start states from the real game) or custom (spawn points); default from the game
@@ -133,9 +138,39 @@ def prepare_episodes(episodes: list[Episode], low: tuple[int, int], two_stage: b
     return out
 
 
+def csgo_weights_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
+    """DIAMOND's two-stage CS:GO engine: dynamics on the dataset's low-res frames (noisy previous observations,
+    K autoregressive steps), upsampler to its full-res frames, no reward/termination model."""
+    if info.full_res_size is None:
+        raise UserError(f"dataset {cfg.data!r} has no full-res frames: prepare it with `python -m data_tools.csgo "
+                        "prepare`")
+    low, full = list(info.frame_size), list(info.full_res_size)
+    factor = full[0] // low[0]
+    sigmas = SigmaDistributionConfig(loc=-1.2)
+    inner = from_dict(InnerModelConfig, {**CSGO_DYNAMICS_PRESETS[cfg.preset], "num_actions": info.num_actions,
+                                         "noise_cond_embedding": True,
+                                         "num_steps_conditioning": cfg.num_steps_conditioning, **cfg.denoiser},
+                      "denoiser")
+    denoiser = DenoiserConfig(inner_model=inner, sigma_offset_noise=cfg.sigma_offset_noise, noise_previous_obs=True,
+                              num_autoregressive_steps=cfg.num_autoregressive_steps, sigma_distribution=sigmas)
+    up_inner = from_dict(InnerModelConfig, {**UPSAMPLER_PRESETS[cfg.preset], "num_steps_conditioning": 1,
+                                            "num_actions": None, "noise_cond_embedding": True,
+                                            "is_upsampler": True, **cfg.upsampler_model}, "upsampler_model")
+    upsampler = DenoiserConfig(inner_model=up_inner, sigma_offset_noise=cfg.sigma_offset_noise,
+                               upsampling_factor=factor, sigma_distribution=dataclasses.replace(sigmas))
+    return WeightsConfig(agent=AgentConfig(denoiser=denoiser, upsampler=upsampler), game=cfg.game or "csgo",
+                         kind="csgo", num_actions=info.num_actions, action_names=list(info.action_names),
+                         sampling=csgo_sampling("fast"), frame_size=full)
+
+
 def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
     if cfg.preset not in DENOISER_PRESETS:
         raise UserError(f"unknown preset {cfg.preset!r}: use one of {sorted(DENOISER_PRESETS)}")
+    if cfg.recipe == "csgo":
+        if info.action_type != "multi_hot":
+            raise UserError(f"{cfg.data!r} holds discrete actions, not CS:GO's multi-hot ones: use `diamond-play "
+                            "train engine`")
+        return csgo_weights_config(cfg, info)
     if info.action_type != "discrete":
         raise UserError("engine training supports discrete actions; CS:GO data uses `diamond-play train csgo`")
     (h, w), shown, factor = model_resolution(cfg, info)
@@ -169,15 +204,43 @@ def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
                          sampling=sampling, frame_size=list(shown), keymap=dict(info.keymap))
 
 
-def train_engine(out: Path | None, resume: Path | None, data: str | None, preset: str | None,
-                 overrides: list[str]) -> Path:
+# DIAMOND's CS:GO trainer.yaml (REFERENCE.md §5): 600 epochs of 400 optimiser steps; dynamics batch 16 and upsampler
+# batch 4, each accumulated over 8 micro-batches; clipping 10; no reward/termination model. Smaller presets for
+# CPUs and tests.
+CSGO_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"preset": "paper", "loader_workers": 4},
+    "small": {"preset": "small", "loader_workers": 2, "epochs": 100, "steps_per_epoch": 100,
+              "upsampler_steps_per_epoch": 100, "denoiser_optim": {"grad_acc_steps": 1},
+              "upsampler_optim": {"grad_acc_steps": 1}},
+    "tiny": {"preset": "tiny", "epochs": 2, "batch_size": 2, "steps_per_epoch": 2, "upsampler_batch_size": 1,
+             "upsampler_steps_per_epoch": 2, "denoiser_optim": {"grad_acc_steps": 2},
+             "upsampler_optim": {"grad_acc_steps": 2}, "sample_every": 1},
+}
+CSGO_RECIPE: dict[str, Any] = {
+    "recipe": "csgo", "num_autoregressive_steps": 4, "sigma_offset_noise": 0.1, "train_rew_end": False,
+    "batch_size": 16, "steps_per_epoch": 400, "upsampler_batch_size": 4, "upsampler_steps_per_epoch": 400,
+    "epochs": 600, "sample_every": 20, "lazy_data": True,
+    "denoiser_optim": {"grad_acc_steps": 8, "max_grad_norm": 10.0},
+    "upsampler_optim": {"grad_acc_steps": 8, "max_grad_norm": 10.0},
+}
+
+
+def csgo_layers(data: Path, preset: str | None) -> list[dict[str, Any]]:
+    """A prepared dataset folder (train/ + test/) trains on train/ and takes spawn points from test/."""
+    preset = preset or "paper"
+    train = data / "train" if (data / "train" / "dataset.yaml").is_file() else data
+    test = data / "test" if (data / "test" / "dataset.yaml").is_file() else None
+    return [CSGO_RECIPE, CSGO_PRESETS[preset],
+            {"data": str(train), **({"spawn_data": str(test)} if test is not None else {})}]
+
+
+def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str]) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
     run = RunDir(resume or out)  # type: ignore[arg-type]
     if resume is not None:
         cfg = build_run_config(EngineTrainConfig, [read_yaml(run.config_path)], overrides)
     else:
-        cfg = build_run_config(EngineTrainConfig, [{"data": data or "", **({"preset": preset} if preset else {})}],
-                               overrides)
+        cfg = build_run_config(EngineTrainConfig, layers, overrides)
     if not cfg.data:
         raise UserError("which data? pass --data DATASET (a folder made by `diamond-play record`)")
     if cfg.num_threads:
@@ -187,25 +250,29 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
         raise UserError(f"dataset {cfg.data!r} has no episodes: record some first")
     weights_cfg = build_agent_config(cfg, dataset.info)
     device = resolve_device(cfg.device, dist_info)
-    episodes = [dataset[i] for i in range(len(dataset))]
-    for ep in episodes:
-        dataset.check_actions(ep)
-    low, _, factor = model_resolution(cfg, dataset.info)
-    episodes = prepare_episodes(episodes, low, two_stage=factor is not None)
     n = cfg.num_steps_conditioning
+    two_stage = weights_cfg.agent.upsampler is not None
+    if cfg.lazy_data or cfg.recipe == "csgo":
+        # Windows are read from disk as they are sampled; the files already hold the model's resolutions.
+        if two_stage and cfg.recipe != "csgo":
+            raise UserError("lazy_data=true reads frames as stored: it does not combine with --upsampler")
+        episodes: list = dataset.lazy_episodes()
+    else:
+        episodes = [dataset[i] for i in range(len(dataset))]
+        for ep in episodes:
+            dataset.check_actions(ep)
+        low, _, _ = model_resolution(cfg, dataset.info)
+        episodes = prepare_episodes(episodes, low, two_stage=two_stage)
     if dist_info.is_main:
         if resume is None:
             run.prepare_new()
         write_text_atomically(run.config_path, dump_yaml(cfg))  # overrides given on resume are kept
         if not run.spawn_dir.is_dir():  # start states for engines without an emulator, shipped with the weights
-            write_spawns(run.spawn_dir, spawns_from_episodes(episodes, n, full_res=factor is not None))
+            source = Dataset(cfg.spawn_data).lazy_episodes() if cfg.spawn_data else episodes
+            write_spawns(run.spawn_dir, spawns_from_episodes(source, n, full_res=two_stage))
 
     torch.manual_seed(cfg.seed + dist_info.rank)
     agent = Agent(weights_cfg).to(device)
-    den_sampler = SegmentSampler(episodes, n + 1 + cfg.num_autoregressive_steps, cfg.batch_size,
-                                 seed=cfg.seed * 1000 + dist_info.rank)
-    rew_sampler = SegmentSampler(episodes, cfg.rew_end_seq_length, cfg.rew_end_batch_size,
-                                 seed=cfg.seed * 1000 + 500 + dist_info.rank, beyond_end=True)
     trainers = [ModelTrainer("denoiser", agent.denoiser, cfg.denoiser_optim, device, cfg.amp, cfg.compile,
                              dist_info)]
     if agent.rew_end_model is not None:
@@ -214,37 +281,44 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
     if agent.upsampler is not None:
         trainers.append(ModelTrainer("upsampler", agent.upsampler, cfg.upsampler_optim, device, cfg.amp, cfg.compile,
                                      dist_info))
-    up_sampler = SegmentSampler(episodes, 3, cfg.upsampler_batch_size, seed=cfg.seed * 1000 + 700 + dist_info.rank)
-    samplers = {"denoiser": den_sampler, "rew_end": rew_sampler, "upsampler": up_sampler}
+    windows = {"denoiser": (n + 1 + cfg.num_autoregressive_steps, cfg.batch_size, {}),
+               "rew_end": (cfg.rew_end_seq_length, cfg.rew_end_batch_size, {"beyond_end": True}),
+               "upsampler": (3, cfg.upsampler_batch_size, {})}
     losses = {"denoiser": denoiser_loss, "rew_end": rew_end_loss, "upsampler": upsampler_loss}
     steps_per_epoch = {"denoiser": cfg.steps_per_epoch, "rew_end": cfg.rew_end_steps_per_epoch,
                        "upsampler": cfg.upsampler_steps_per_epoch}
-    np_rngs = {k: s.rng for k, s in samplers.items()}
+
+    def epoch_batches(phase: int, name: str, epoch: int):
+        """This epoch's batches of one model, seeded by (seed, rank, epoch, phase): a resumed run draws the same."""
+        seq, batch, kw = windows[name]
+        stream = SegmentStream(episodes, seq, batch, seed=(cfg.seed, dist_info.rank, epoch, phase), **kw)
+        return segment_batches(stream, device, cfg.loader_workers)
 
     epoch, best = 0, float("inf")
     if resume is not None:
         state = run.load_state()
         for t in trainers:
             t.load_state_dict(state["trainers"][t.name])
-        set_rng_state(state["rng"], np_rngs)
+        set_rng_state(state["rng"], {})
         epoch, best = state["epoch"], state["best"]
     logger = RunLogger(run.root, enabled=dist_info.is_main)
     per_epoch = sum(steps_per_epoch[t.name] for t in trainers)
     bar = progress(cfg.epochs * per_epoch, f"train {weights_cfg.game}", initial=epoch * per_epoch,
                    enabled=dist_info.is_main)
-    iters = {t.name: batches(samplers[t.name], device) for t in trainers}
     try:
         while epoch < cfg.epochs:
             epoch_metrics: dict[str, list[float]] = {}
-            for t in trainers:
-                run_phase(t, iters[t.name], losses[t.name], steps_per_epoch[t.name], bar, epoch_metrics)
+            for phase, t in enumerate(trainers):
+                run_phase(t, epoch_batches(phase, t.name, epoch), losses[t.name], steps_per_epoch[t.name], bar,
+                          epoch_metrics)
             epoch += 1
             means = {k: float(np.mean(v)) for k, v in epoch_metrics.items()}
             if dist_info.is_main:
                 step = trainers[0].steps
                 logger.scalars(step, {"epoch": epoch, **means})
                 if cfg.sample_every and epoch % cfg.sample_every == 0:
-                    logger.image(step, "samples/real_vs_imagined", sample_strip(agent, den_sampler, device, epoch))
+                    strip_windows = SegmentSampler(episodes, n + 1, 8, seed=epoch)
+                    logger.image(step, "samples/real_vs_imagined", sample_strip(agent, strip_windows, device, epoch))
                 key = "denoiser/loss_denoising"
                 is_best = means.get(key, float("inf")) < best
                 best = min(best, means.get(key, float("inf")))
@@ -257,7 +331,7 @@ def train_engine(out: Path | None, resume: Path | None, data: str | None, preset
                 agent.config.metrics = {k: round(v, 6) for k, v in means.items() if "loss" in k}
                 run.export_weights(agent, best=is_best)
                 run.save_state({"trainers": {t.name: t.state_dict() for t in trainers},
-                                "rng": rng_state(np_rngs), "epoch": epoch, "best": best})
+                                "rng": rng_state({}), "epoch": epoch, "best": best})
     finally:
         bar.close()
         logger.close()

@@ -25,6 +25,15 @@ UPSAMPLER_PRESETS: dict[str, dict[str, Any]] = {
     "small": {"cond_channels": 128, "channels": [32, 32, 64, 64], "depths": [2, 2, 2, 2], "attn_depths": [0, 0, 0, 1]},
     "tiny": {"cond_channels": 32, "channels": [8, 8, 8, 16], "depths": [1, 1, 1, 1], "attn_depths": [0, 0, 0, 1]},
 }
+# CS:GO's dynamics U-Net (paper: 330M parameters at 30x56, attention on the two deepest levels) and smaller ones.
+CSGO_DYNAMICS_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"cond_channels": 2048, "channels": [128, 256, 512, 1024], "depths": [2, 2, 2, 2],
+              "attn_depths": [False, False, True, True]},
+    "small": {"cond_channels": 256, "channels": [32, 64, 128, 128], "depths": [2, 2, 2, 2],
+              "attn_depths": [False, False, True, True]},
+    "tiny": {"cond_channels": 32, "channels": [8, 8, 16, 16], "depths": [1, 1, 1, 1],
+             "attn_depths": [False, False, True, True]},
+}
 REW_END_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": {"lstm_dim": 256, "cond_channels": 64, "channels": [16, 16, 16, 16]},
