@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks for a lent NVIDIA machine (about 8 minutes): CUDA correctness against the official outputs, then the
-# play benchmarks. Results go to $OUT (the device tool's output folder) or ./gpu_out.
+# GPU checks for a lent NVIDIA machine (about 10 minutes): CUDA correctness against the official outputs, then the
+# play and training-step benchmarks. Results go to $OUT (the device tool's output folder) or ./gpu_out.
 #
 # From the dev machine, once (the device machine cannot reach ../shared or any registry; its image has torch,
 # h5py, safetensors, huggingface_hub, opencv, pyyaml, tqdm and pytest, but not pygame/gymnasium/ale-py, which these
@@ -29,4 +29,8 @@ timeout 90 $PY -m diamond_play bench csgo --preset fast --device cuda --frames 2
   2>&1 | tee "$OUT/bench_csgo_fast.txt" || status=1
 timeout 120 $PY -m diamond_play bench csgo --preset quality --device cuda --frames 10 \
   --json "$OUT/bench_csgo_quality.json" 2>&1 | tee "$OUT/bench_csgo_quality.txt" || status=1
+
+echo "== training-step benchmarks (paper batch sizes)"
+timeout 150 $PY -m diamond_play bench train atari --device cuda --steps 5 --modes eager-bf16 \
+  --json "$OUT/bench_train_atari.json" 2>&1 | tee "$OUT/bench_train_atari.txt" || status=1
 exit $status

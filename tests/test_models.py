@@ -81,7 +81,7 @@ def test_atari_denoiser_loss_trains_and_respects_padding():
     mask[0, :3] = False  # left padding at an episode start
     g = torch.Generator().manual_seed(0)
     loss, metrics = den.loss(obs, act, mask, generator=g)
-    assert loss.ndim == 0 and torch.isfinite(loss) and metrics["loss_denoising"] == pytest.approx(loss.item())
+    assert loss.ndim == 0 and torch.isfinite(loss) and float(metrics["loss_denoising"]) == pytest.approx(loss.item())
     loss.backward()
     grads = [p.grad for p in den.parameters() if p.requires_grad]
     assert all(gr is not None for gr in grads)

@@ -196,7 +196,7 @@ class Denoiser(nn.Module):
         return quantize_to_uint8_levels(self.denoised_raw(noisy_next_obs, out, cs))
 
     def loss(self, obs: Tensor, act: Tensor | None, mask_padding: Tensor, full_res: Tensor | None = None,
-             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """EDM training loss over a segment of T = L + K frames, predicting K frames autoregressively.
 
         obs (B, T, C, h, w) in [-1, 1]; act (B, T) / (B, T, A) / None; mask_padding (B, T) True where the frame
@@ -239,16 +239,18 @@ class Denoiser(nn.Module):
             cs = self.conditioners(sigma, sigma_cond)
             out = self.model_output(noisy, prev_obs, prev_act, cs)
             scaled_target = (target - cs.c_skip * noisy) / cs.c_out
-            if mask.any():
-                total = total + F.mse_loss(out[mask], scaled_target[mask])
+            # MSE over the real samples (no boolean indexing: a host sync would break compiled graphs)
+            per_sample = (out.float() - scaled_target.float()).pow(2).mean(dim=(1, 2, 3))
+            weight = mask.float()
+            total = total + (per_sample * weight).sum() / weight.sum().clamp(min=1)
             # The next iteration conditions on this prediction, as at play time.
             with torch.no_grad():
                 all_obs[:, n + i] = quantize_to_uint8_levels(self.denoised_raw(noisy, out.detach(), cs))
 
         loss = total / num_predictions
-        return loss, {"loss_denoising": loss.item()}
+        return loss, {"loss_denoising": loss.detach()}
 
     def forward(self, obs: Tensor, act: Tensor | None, mask_padding: Tensor, full_res: Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss (what DistributedDataParallel calls); see `loss`."""
         return self.loss(obs, act, mask_padding, full_res, generator)

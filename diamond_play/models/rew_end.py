@@ -65,20 +65,21 @@ class RewEndModel(nn.Module):
         return logits[:, :, :NUM_REWARD_CLASSES], logits[:, :, NUM_REWARD_CLASSES:], hx_cx
 
     def forward(self, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor,
-                mask_padding: Tensor) -> tuple[Tensor, dict[str, float]]:
+                mask_padding: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss over a window (B, T): transitions t -> t+1 for t < T-1 where step t is real.
 
         CE(reward class sign(r)+1) + CE(end). The frame after a terminal step is the episode's final frame (the
         sampler puts it in the first padded slot).
         """
         rew_logits, end_logits, _ = self.predict_rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
-        mask = mask_padding[:, :-1]
-        if not mask.any():
-            zero = rew_logits.sum() * 0
-            return zero, {"loss_rew": 0.0, "loss_end": 0.0}
-        target_rew = (rew[:, :-1].sign() + 1).long()[mask]
-        target_end = end[:, :-1].long()[mask]
-        loss_rew = F.cross_entropy(rew_logits[mask], target_rew)
-        loss_end = F.cross_entropy(end_logits[mask], target_end)
+        # Mean over real steps, written without indexing by the mask so no host sync breaks a compiled graph.
+        mask = mask_padding[:, :-1].float()
+        count = mask.sum().clamp(min=1)
+        target_rew = (rew[:, :-1].sign() + 1).long()
+        target_end = end[:, :-1].long()
+        loss_rew = (F.cross_entropy(rew_logits.flatten(0, 1).float(), target_rew.flatten(), reduction="none")
+                    * mask.flatten()).sum() / count
+        loss_end = (F.cross_entropy(end_logits.flatten(0, 1).float(), target_end.flatten(), reduction="none")
+                    * mask.flatten()).sum() / count
         loss = loss_rew + loss_end
-        return loss, {"loss_rew_end": loss.item(), "loss_rew": loss_rew.item(), "loss_end": loss_end.item()}
+        return loss, {"loss_rew_end": loss.detach(), "loss_rew": loss_rew.detach(), "loss_end": loss_end.detach()}

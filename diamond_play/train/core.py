@@ -140,8 +140,9 @@ class ModelTrainer:
                 with self.autocast():
                     loss, metrics = loss_fn(self.forward_module, batch)
                 (loss / n).backward()
-            for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + v / n
+            for k, v in metrics.items():  # tensors: read once per step, after the backward passes
+                totals[k] = totals.get(k, 0.0) + v.detach() / n if isinstance(v, Tensor) else totals.get(k, 0.0) + v / n
+        totals = {k: float(v) for k, v in totals.items()}
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.opt.step()
         self.sched.step()

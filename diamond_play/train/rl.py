@@ -41,7 +41,7 @@ def lambda_returns(rew: Tensor, end: Tensor, trunc: Tensor, val_bootstrap: Tenso
 
 
 def actor_critic_loss(logits: Tensor, actions: Tensor, values: Tensor, returns: Tensor,
-                      cfg: ActorCriticLossConfig) -> tuple[Tensor, dict[str, float]]:
+                      cfg: ActorCriticLossConfig) -> tuple[Tensor, dict[str, Tensor]]:
     """mean(−log π(a)·sg(G − V)) + w_v·MSE(V, G) − w_H·H(π); logits (B, T, A), actions/values/returns (B, T)."""
     log_probs = F.log_softmax(logits, dim=-1)
     log_pi = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
@@ -50,5 +50,5 @@ def actor_critic_loss(logits: Tensor, actions: Tensor, values: Tensor, returns: 
     loss_values = F.mse_loss(values, returns.detach())
     entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
     loss = loss_actions + cfg.weight_value_loss * loss_values - cfg.weight_entropy_loss * entropy
-    return loss, {"loss_actions": loss_actions.item(), "loss_values": loss_values.item(),
-                  "entropy": entropy.item(), "loss_actor_critic": loss.item()}
+    return loss, {"loss_actions": loss_actions.detach(), "loss_values": loss_values.detach(),
+                  "entropy": entropy.detach(), "loss_actor_critic": loss.detach()}
