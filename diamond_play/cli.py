@@ -203,6 +203,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     agent = load_agent(args.weights, device=device)
+    if args.data is None and agent.config.kind != "atari":
+        raise UserError(f"these are {agent.config.kind} weights: pass --data HELD_OUT_DATASET (for CS:GO, the test "
+                        "split of a prepared dataset, e.g. csgo_data/test)")
     game = canonical_game(args.game) if args.game else agent.config.game
     episodes = held_out_episodes(args.data, game, args.episodes, args.seed)
     horizons = tuple(h for h in (1, 4, 16, 64) if h <= args.max_horizon)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from diamond_play.data.episodes import Dataset, Episode
 from diamond_play.data.segments import uint8_to_float
-from diamond_play.engine import predict_low_res
+from diamond_play.engine import predict_low_res, upsample_frame
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.models.denoiser import make_randn
@@ -96,13 +96,30 @@ class EvalResult:
         return {k: round(float(v), 4) for k, v in out.items()}
 
 
-def _denoise_batch(agent: Agent, obs: Tensor, act: Tensor, randn) -> Tensor:
-    return predict_low_res(agent.denoiser, agent.config.sampling.dynamics, obs, act, randn).clamp(-1, 1)
+def _predict(agent: Agent, obs: Tensor, act: Tensor, prev_shown: Tensor, randn) -> tuple[Tensor, Tensor]:
+    """-> (the dynamics model's frame, the frame shown: the upsampler's for two-stage engines)."""
+    low = predict_low_res(agent.denoiser, agent.config.sampling.dynamics, obs, act, randn).clamp(-1, 1)
+    if agent.upsampler is None:
+        return low, low
+    assert agent.config.sampling.upsampler is not None
+    full = upsample_frame(agent.upsampler, agent.config.sampling.upsampler, low, prev_shown, randn)
+    return low, full.clamp(-1, 1)
+
+
+def _shown(agent: Agent, episode, t: int) -> np.ndarray:
+    """The real frame a player sees at step t (full-res for two-stage engines)."""
+    if agent.upsampler is None:
+        return episode.frames[t]
+    if episode.full_res_frames is None:
+        raise UserError("this two-stage engine is evaluated against full-res frames, and the held-out episodes "
+                        "have none: pass --data with a prepared dataset's test split")
+    return episode.full_res_frames[t]
 
 
 @torch.no_grad()
 def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn, batch_size: int = 64,
              max_windows: int = 2000) -> tuple[float, float, float, float]:
+    """Teacher-forced: every prediction conditions on real frames (and the real previous full-res frame)."""
     n = agent.denoiser.num_steps_conditioning
     windows = [(e, t) for e in episodes for t in range(n, len(e))]
     if len(windows) > max_windows:
@@ -115,9 +132,9 @@ def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn,
         chunk = windows[i : i + batch_size]
         obs = uint8_to_float(np.stack([e.frames[t - n : t] for e, t in chunk])).to(device)
         act = torch.from_numpy(np.stack([e.actions[t - n : t] for e, t in chunk])).to(device)
-        real = uint8_to_float(np.stack([e.frames[t] for e, t in chunk])).to(device)
-        pred = _denoise_batch(agent, obs, act, randn)
-        last = obs[:, -1]
+        real = uint8_to_float(np.stack([_shown(agent, e, t) for e, t in chunk])).to(device)
+        last = uint8_to_float(np.stack([_shown(agent, e, t - 1) for e, t in chunk])).to(device)
+        _, pred = _predict(agent, obs, act, last, randn)
         sums += [psnr(pred, real).sum().item(), ssim(pred, real).sum().item(), psnr(last, real).sum().item(),
                  ssim(last, real).sum().item()]
     return tuple((sums / len(windows)).tolist())  # type: ignore[return-value]
@@ -137,20 +154,21 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn
     if not starts:
         raise UserError(f"no held-out episode is longer than {n + H} frames: use longer episodes or smaller horizons")
     obs = uint8_to_float(np.stack([e.frames[s : s + n] for e, s in starts])).to(device)
-    last_real = obs[:, -1].clone()
+    last_real = uint8_to_float(np.stack([_shown(agent, e, s + n - 1) for e, s in starts])).to(device)
+    shown = last_real.clone()
     model, baseline = {h: 0.0 for h in horizons}, {h: 0.0 for h in horizons}
     strip_real, strip_pred = [], []
     for k in range(H):
         act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s in starts])).to(device)
-        pred = _denoise_batch(agent, obs, act, randn)
-        real = uint8_to_float(np.stack([e.frames[s + n + k] for e, s in starts])).to(device)
+        low, shown = _predict(agent, obs, act, shown, randn)
+        real = uint8_to_float(np.stack([_shown(agent, e, s + n + k) for e, s in starts])).to(device)
         if k + 1 in model:
-            model[k + 1] = psnr(pred, real).mean().item()
+            model[k + 1] = psnr(shown, real).mean().item()
             baseline[k + 1] = psnr(last_real, real).mean().item()
         if k < 16:
             strip_real.append(real[0])
-            strip_pred.append(pred[0])
-        obs = torch.cat([obs[:, 1:], pred[:, None]], dim=1)
+            strip_pred.append(shown[0])
+        obs = torch.cat([obs[:, 1:], low[:, None]], dim=1)
     strip = torch.cat([torch.cat(strip_real, dim=-1), torch.cat(strip_pred, dim=-1)], dim=-2)
     strip_img = strip.add(1).mul(127.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
     return model, baseline, strip_img
@@ -165,7 +183,9 @@ def rew_end_accuracy(agent: Agent, episodes: list[Episode], device: torch.device
     for e in episodes:
         if len(e) < 2:
             continue
-        frames = e.frames if e.final_frame is None else np.concatenate([e.frames, e.final_frame[None]])
+        frames = np.asarray(e.frames[:])
+        if e.final_frame is not None:
+            frames = np.concatenate([frames, np.asarray(e.final_frame)[None]])
         t = len(frames) - 1
         obs = uint8_to_float(frames[:-1])[None].to(device)
         nxt = uint8_to_float(frames[1:])[None].to(device)
@@ -198,8 +218,7 @@ def held_out_episodes(data: Path | None, game: str, episodes: int, seed: int) ->
                          desc="collect")
             eps = [ds[i] for i in range(len(ds))]
     else:
-        ds = Dataset(data)
-        eps = [ds[i] for i in range(len(ds))]
+        eps = Dataset(data).lazy_episodes()  # windows are read as needed (CS:GO test splits do not fit in memory)
     eps.sort(key=len, reverse=True)
     return eps[:episodes]
 

@@ -134,6 +134,14 @@ def test_train_csgo_tiny_resumes_and_plays_from_its_spawns(prepared, tmp_path, c
     capsys.readouterr()
     assert main(["csgo", "--weights", str(run), "--headless", "--frames", "10", "--actions", "random"]) == 0
     assert "10 frames" in capsys.readouterr().out
+    # Test-split quality of dynamics + upsampler against the real full-res frames.
+    assert main(["eval", str(run), "--data", str(prepared / "test"), "--max-horizon", "1",
+                 "--strip", str(tmp_path / "strip.png")]) == 0
+    table = capsys.readouterr().out
+    assert "one-step PSNR" in table and "open-loop PSNR h=1" in table
+    import cv2
+    assert cv2.imread(str(tmp_path / "strip.png")).shape[0] == 2 * 150 * 3  # full-res rows, scaled x3
+    assert main(["eval", str(run)]) == 2  # CS:GO weights need held-out data
 
 
 def test_loader_workers_draw_the_same_windows_as_the_training_process(prepared):
