@@ -130,11 +130,20 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_play)
 
 
+def check_out_or_resume(args: argparse.Namespace) -> None:
+    if (args.out is None) == (args.resume is None):
+        raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
+
+
+def add_run_dir_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, help="new run directory")
+    p.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
+
+
 def cmd_train_engine(args: argparse.Namespace) -> None:
     from diamond_play.train.engine import train_engine
 
-    if (args.out is None) == (args.resume is None):
-        raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
+    check_out_or_resume(args)
     if args.resume is None and args.data is None:
         raise UserError("a new run needs --data DATASET")
     overrides = list(args.overrides)
@@ -150,8 +159,7 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
 def cmd_train_csgo(args: argparse.Namespace) -> None:
     from diamond_play.train.engine import csgo_layers, train_engine
 
-    if (args.out is None) == (args.resume is None):
-        raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
+    check_out_or_resume(args)
     if args.resume is None and args.data is None:
         raise UserError("a new run needs --data DATASET (made by `python -m data_tools.csgo prepare`)")
     layers = csgo_layers(args.data, args.preset) if args.resume is None else []
@@ -162,8 +170,7 @@ def cmd_train_csgo(args: argparse.Namespace) -> None:
 def cmd_train_atari(args: argparse.Namespace) -> None:
     from diamond_play.train.atari import train_atari
 
-    if (args.out is None) == (args.resume is None):
-        raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
+    check_out_or_resume(args)
     # One positional list so overrides may follow the options: the game is the item without '='.
     games = [w for w in args.words if "=" not in w]
     overrides = [w for w in args.words if "=" in w]
@@ -299,8 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     t = train_sub.add_parser("engine", help="train a world model (+ reward/termination model) on a recorded dataset")
     t.add_argument("--data", type=Path, help="dataset folder (dataset.yaml + episodes/)")
-    t.add_argument("--out", type=Path, help="new run directory")
-    t.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
+    add_run_dir_options(t)
     t.add_argument("--preset", choices=["paper", "small", "tiny"], help="model size (default small)")
     t.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), help="frame size of the world model "
                    "(default: the dataset's)")
@@ -311,8 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = train_sub.add_parser("csgo", help="DIAMOND's CS:GO engine: the dynamics model and the upsampler on a dataset "
                              "made by `python -m data_tools.csgo prepare`")
     t.add_argument("--data", type=Path, help="prepared dataset (train/ and test/; spawn points come from test/)")
-    t.add_argument("--out", type=Path, help="new run directory")
-    t.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
+    add_run_dir_options(t)
     t.add_argument("--preset", choices=["paper", "small", "tiny"], help="paper (default): DIAMOND's models and "
                    "hyperparameters; small: narrower models for one GPU or a long CPU run; tiny: tests")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. loader_workers=8 "
@@ -320,8 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train_csgo)
     t = train_sub.add_parser("atari", help="DIAMOND's Atari 100k loop: collect, train world model + reward/"
                              "termination model, train the actor-critic in imagination")
-    t.add_argument("--out", type=Path, help="new run directory")
-    t.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
+    add_run_dir_options(t)
     t.add_argument("--preset", choices=["paper", "small", "tiny"], help="paper (default): the paper's budget and "
                    "networks; small: about two hours on a CPU; tiny: minutes, for trying the pipeline")
     t.add_argument("words", nargs="*", metavar="GAME|key=value",
