@@ -6,6 +6,7 @@ One imagined frame = the dynamics sampler (+ bicubic x5 and the upsampler sample
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -124,21 +125,23 @@ def default_execution_mode(device: torch.device) -> ExecutionMode:
     return EXECUTION_MODES["eager-fp32"]
 
 
-def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device) -> None:
-    """Prepare the agent's denoisers for `mode` (in place)."""
+def compile_inner_model(den: Denoiser, device: torch.device):
+    if device.type == "cpu":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # constant-fold weights into the graph (inference only)
+    return torch.compile(den.inner_model, dynamic=False)
+
+
+def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device, compile_now: bool = True) -> None:
+    """Prepare the agent's denoisers for `mode` (in place). Without `compile_now` they stay eager until
+    `WorldModelEngine.compile_in_background` swaps the compiled versions in."""
     for den in (agent.denoiser, agent.upsampler):
         if den is None:
             continue
         if mode.channels_last:
             den.to(memory_format=torch.channels_last)
-        if mode.compile:
-            if device.type == "cpu":
-                import torch._inductor.config as inductor_config
-
-                inductor_config.freezing = True  # constant-fold weights into the graph (inference only)
-            den.fast_inner_model = torch.compile(den.inner_model, dynamic=False)
-        else:
-            den.fast_inner_model = None
+        den.fast_inner_model = compile_inner_model(den, device) if mode.compile and compile_now else None
 
 
 @dataclass
@@ -158,10 +161,13 @@ class WorldModelEngine:
     """
 
     def __init__(self, agent: Agent, sampling: SamplingConfig | None = None, device: torch.device | str = "cpu",
-                 seed: int | None = None, horizon: int = 1000, mode: ExecutionMode | None = None) -> None:
+                 seed: int | None = None, horizon: int = 1000, mode: ExecutionMode | None = None,
+                 background_compile: bool = False) -> None:
         self.agent = agent.to(device).eval()
         self.mode = mode or ExecutionMode()
-        apply_execution_mode(self.agent, self.mode, torch.device(device))
+        apply_execution_mode(self.agent, self.mode, torch.device(device), compile_now=not background_compile)
+        self.compile_state = "compiling" if self.mode.compile and background_compile else (
+            "compiled" if self.mode.compile else "eager")
         self.config = agent.config
         self.sampling = sampling or agent.config.sampling
         if agent.upsampler is not None and self.sampling.upsampler is None:
@@ -188,6 +194,38 @@ class WorldModelEngine:
         self.steps = 0
         self.started = False
         self.cancel_event = threading.Event()  # set from another thread to abandon a step in progress
+
+    def compile_in_background(self) -> threading.Thread:
+        """Compile the denoisers on a thread while steps run eagerly, warm them up on dummy inputs of the real
+        shapes (same autocast, layout and no-grad state, a separate random generator), then swap them in between
+        two steps. Play starts at once; a failed compile leaves the engine eager (`compile_state` says why)."""
+
+        def work() -> None:
+            try:
+                compiled = {}
+                randn = make_randn(self.device, generator=torch.Generator(self.device).manual_seed(0))
+                den = self.agent.denoiser
+                shadow = copy.copy(den)  # shares the parameters; its own fast_inner_model
+                shadow.fast_inner_model = compile_inner_model(den, self.device)
+                with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.bf16):
+                    low = predict_low_res(shadow, self.sampling.dynamics, self.obs.clone(), self.act.clone(), randn)
+                    compiled[den] = shadow.fast_inner_model
+                    up = self.agent.upsampler
+                    if up is not None and self.full_res is not None and self.sampling.upsampler is not None:
+                        shadow_up = copy.copy(up)
+                        shadow_up.fast_inner_model = compile_inner_model(up, self.device)
+                        upsample_frame(shadow_up, self.sampling.upsampler, low, self.full_res.clone(), randn)
+                        compiled[up] = shadow_up.fast_inner_model
+                for module, fn in compiled.items():
+                    module.fast_inner_model = fn  # one attribute store: the next step uses it
+                self.compile_state = "compiled"
+            except Exception as e:  # noqa: BLE001 - compilation is an optimisation: keep playing eagerly
+                reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+                self.compile_state = f"eager (compile failed: {reason})"
+
+        thread = threading.Thread(target=work, name="diamond-play-compile", daemon=True)
+        thread.start()
+        return thread
 
     def _low_res_size(self) -> tuple[int, int]:
         h, w = self.config.frame_size

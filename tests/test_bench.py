@@ -68,3 +68,20 @@ def test_bench_train_reports_every_phase_and_mode(atari_weights, tmp_path, capsy
         assert m["max_abs_diff"] < 0.05  # bf16 autocast keeps the loss close to fp32's
     assert main(["bench", "train"]) == 2
     assert main(["bench", "train", "atari", "--phases", "upsampler", "--weights", str(atari_weights)]) == 2
+
+
+def test_compiled_play_starts_eager_and_switches_when_the_background_compile_is_done(atari_weights):
+    from diamond_play.play.session import PlaySession
+
+    agent = diamond_play.load_agent(atari_weights)
+    session = PlaySession(agent, seed=0, mode=EXECUTION_MODES["compiled-bf16-cl"])
+    engine = session.engine
+    assert engine.compile_state in ("compiling", "compiled")
+    engine.reset(session.starts.start_state())
+    engine.step(1)  # plays at once, eagerly if the compile is still running
+    session.compile_thread.join(timeout=600)
+    assert engine.compile_state == "compiled", engine.compile_state
+    assert engine.agent.denoiser.fast_inner_model is not None
+    before = engine.obs[0, -1].clone()
+    result = engine.step(1)
+    assert result.frame.shape == (64, 64, 3) and not torch.equal(engine.obs[0, -1], before)

@@ -152,7 +152,7 @@ class AppState:
                                              f"{Path(self.opts.actions).name} actions")
         lines = [f"{e.config.game}  {self.view}  {mode}{'  PAUSED' if self.paused else ''}",
                  f"fps {self.shown_fps():.1f}  model {last.latency_s * 1000 if last else 0:.0f} ms",
-                 f"step {e.steps}/{e.horizon}"]
+                 f"step {e.steps}/{e.horizon}  {e.mode.name}" + (f" ({e.compile_state})" if e.mode.compile else "")]
         if last is not None:
             lines.append(f"action {action_label(s, last.action)}")
             if last.reward is not None:

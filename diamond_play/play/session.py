@@ -80,8 +80,12 @@ class PlaySession:
         cfg = agent.config
         self.kind = cfg.kind
         default_horizon = 50 if cfg.kind == "atari" else 1000  # official play settings
+        # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready.
         self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
-                                       horizon=horizon or default_horizon, mode=mode)
+                                       horizon=horizon or default_horizon, mode=mode,
+                                       background_compile=mode is not None and mode.compile)
+        if mode is not None and mode.compile:
+            self.compile_thread = self.engine.compile_in_background()
         self.rng = np.random.default_rng(seed)
         if cfg.kind == "atari":
             self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
