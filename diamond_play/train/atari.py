@@ -42,7 +42,14 @@ from diamond_play.config import (
 from diamond_play.data.episodes import Dataset, DatasetInfo, Episode, EpisodeBuilder, write_text_atomically
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.engine import frames_to_tensor
-from diamond_play.envs.atari import ATARI_100K_GAMES, AtariEnv, ale_games, canonical_game, human_normalized_score
+from diamond_play.envs.atari import (
+    ATARI_100K_GAMES,
+    AtariEnv,
+    ale_games,
+    canonical_game,
+    human_normalized_score,
+    reference_scores,
+)
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.train.core import (
@@ -464,6 +471,10 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
                 best = max(best, mean_return)
                 tqdm.write(f"epoch {epoch}/{num_epochs}: {env_steps} env steps, eval return {mean_return:.1f} "
                            f"over {n_eval} episodes" + (f" (HNS {hns:.3f})" if hns is not None else ""))
+                ref = reference_scores().get(cfg.game)
+                if last_epoch and ref is not None:
+                    tqdm.write(f"final: return {mean_return:.1f} ± {float(np.std(eval_returns)):.1f} over {n_eval} "
+                               f"games; random policy {ref.random}, human {ref.human}, DIAMOND (paper) {ref.diamond}")
                 agent.config.metrics = {"eval_return": round(mean_return, 3), "eval_episodes": n_eval,
                                         **({"eval_hns": round(hns, 4)} if hns is not None else {})}
             logger.scalars(epoch, scalars)
