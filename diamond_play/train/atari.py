@@ -307,6 +307,27 @@ def actor_critic_loss_fn(runner: RolloutRunner, cfg: AtariTrainConfig):
     return loss
 
 
+def collect_epoch(collector: Collector, policy: nn.Module, cfg: AtariTrainConfig, first: bool,
+                  bar: tqdm) -> tuple[list[Episode], list[float]]:
+    """One epoch's real steps. The first epoch collects at least `first_epoch_min_steps`, then 100 more at a time
+    until rewards of more than one kind were seen (capped at `first_epoch_max_steps`); later epochs
+    `collect_steps_per_epoch` until the budget is spent."""
+    if not first:
+        n = min(cfg.collect_steps_per_epoch, cfg.total_env_steps - collector.steps)
+        return collector.collect(policy, n) if n > 0 else ([], [])
+    new: list[Episode] = []
+    returns: list[float] = []
+    while collector.steps < cfg.first_epoch_max_steps and (
+            collector.steps < cfg.first_epoch_min_steps
+            or collector.rare_rewards < cfg.first_epoch_min_rare_rewards):
+        got, rets = collector.collect(policy, min(cfg.collect_steps_per_epoch,
+                                                  cfg.first_epoch_max_steps - collector.steps))
+        new, returns = new + got, returns + rets
+        bar.set_description(f"train atari {cfg.game} (collecting {collector.steps})")
+    bar.set_description(f"train atari {cfg.game}")
+    return new, returns
+
+
 def forever(value: Any = None):
     while True:
         yield value
@@ -414,25 +435,12 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
             first = epoch == 0
             metrics: dict[str, list[float]] = {}
             # 1. Collect (rank 0) and share the new episodes.
-            new, returns = [], []
+            new, returns, env_steps, collected_now = [], [], 0, 0
             if collector is not None:
-                collector_steps_before = collector.steps
-                if first:
-                    while collector.steps < cfg.first_epoch_max_steps and (
-                            collector.steps < cfg.first_epoch_min_steps
-                            or collector.rare_rewards < cfg.first_epoch_min_rare_rewards):
-                        n = min(cfg.collect_steps_per_epoch, cfg.first_epoch_max_steps - collector.steps)
-                        got, rets = collector.collect(agent.actor_critic, n)
-                        new, returns = new + got, returns + rets
-                        bar.set_description(f"train atari {cfg.game} (collecting {collector.steps})")
-                elif collector.steps < cfg.total_env_steps:
-                    n = min(cfg.collect_steps_per_epoch, cfg.total_env_steps - collector.steps)
-                    new, returns = collector.collect(agent.actor_critic, n)
-                bar.set_description(f"train atari {cfg.game}")
+                before = collector.steps
+                new, returns = collect_epoch(collector, agent.actor_critic, cfg, first, bar)
                 in_progress = collector.in_progress()
-                env_steps, collected_now = collector.steps, collector.steps - collector_steps_before
-            else:
-                env_steps = collected_now = 0
+                env_steps, collected_now = collector.steps, collector.steps - before
             new, in_progress, env_steps = broadcast_object((new, in_progress, env_steps), dist_info)
             finished.extend(new)
             episodes[:] = finished + ([in_progress] if in_progress is not None else [])
