@@ -5,6 +5,7 @@
     python -m data_tools.csgo inspect DATASET                          # counts, hours, action statistics
     python -m data_tools.csgo view DATASET                             # scrub episodes in a pygame window
     python -m data_tools.csgo loader DATASET [--workers N]             # samples/s of the training data loader
+    python -m data_tools.csgo synth TAR_DIR [--files N]                # synthetic archives in the original layout
 
 `prepare` streams each `hdf5_dm_july2021_<a>_to_<b>.tar` (no full extraction), converts every HDF5 file into one
 episode (full-res 150x280 + low-res 30x56 frames, 51-dim actions) in the official train/test split, and is
@@ -227,6 +228,33 @@ def loader_speed(dataset_dir: Path, workers: int, batches: int) -> str:
     return "\n".join(lines)
 
 
+def synthesize(tar_dir: Path, files: int, frames: int, first: int, seed: int) -> Path:
+    """Archives of synthetic files in exactly the original layout (moving smooth patterns, random valid actions),
+    to try `prepare`, the loader and `train csgo` without the real 660 GB dataset."""
+    from diamond_play.data.csgo_dataset import write_dm_file
+
+    rng = np.random.default_rng(seed)
+    tar_dir.mkdir(parents=True, exist_ok=True)
+    name = f"hdf5_dm_july2021_{first}_to_{first + files - 1}.tar"
+    yy, xx = np.mgrid[0:150, 0:280].astype(np.float32)
+    with tempfile.TemporaryDirectory(dir=tar_dir) as tmp, tarfile.open(tar_dir / f".{name}.tmp", "w") as tar:
+        for n in tqdm(range(first, first + files), desc="synthesize", unit="file"):
+            phase = rng.uniform(0, 2 * np.pi, 3)
+            t = np.arange(frames, dtype=np.float32)[:, None, None]
+            channels = [127 + 120 * np.sin(xx / (17 + 5 * c) + yy / 23 + 0.2 * t + phase[c]) for c in range(3)]
+            frames_bgr = np.stack(channels, axis=-1).astype(np.uint8)
+            key_sets = [(), ("w",), ("a",), ("d",), ("w", "a"), ("w", "d")]
+            actions = np.stack([csgo.encode_action(csgo.CSGOAction(
+                keys=key_sets[int(rng.integers(len(key_sets)))], l_click=bool(rng.random() < 0.05),
+                mouse_x=int(rng.choice(csgo.MOUSE_X_BINS)), mouse_y=int(rng.choice(csgo.MOUSE_Y_BINS))))
+                for _ in range(frames)])
+            path = write_dm_file(Path(tmp) / f"hdf5_dm_july2021_{n}.hdf5", frames_bgr, actions)
+            tar.add(path, arcname=f"dataset_dm_scraped_dust2/{path.name}")
+            path.unlink()
+    os.replace(tar_dir / f".{name}.tmp", tar_dir / name)
+    return tar_dir / name
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_tools.csgo", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -246,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("dataset", type=Path)
     c.add_argument("--workers", type=int, default=4)
     c.add_argument("--batches", type=int, default=50)
+    c = sub.add_parser("synth", help="write synthetic archives in the original layout (to try the pipeline)")
+    c.add_argument("tar_dir", type=Path)
+    c.add_argument("--files", type=int, default=4)
+    c.add_argument("--frames", type=int, default=1000)
+    c.add_argument("--first", type=int, default=1, help="number of the first file (hdf5_dm_july2021_<n>.hdf5)")
+    c.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
     def body() -> None:
@@ -258,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{make_spawns(args.dataset, args.out_dir, args.count)} spawn points written to {args.out_dir}")
         elif args.command == "inspect":
             print(inspect(args.dataset))
+        elif args.command == "synth":
+            print(f"wrote {synthesize(args.tar_dir, args.files, args.frames, args.first, args.seed)}")
         elif args.command == "loader":
             print(loader_speed(args.dataset, args.workers, args.batches))
         else:

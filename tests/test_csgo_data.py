@@ -195,3 +195,13 @@ def test_ddp_upsampler_step_keeps_ranks_in_sync(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     verdict = json.loads(out.read_text())
     assert verdict["changed"] and verdict["digests"][0] == verdict["digests"][1]
+
+
+def test_synth_writes_archives_that_prepare_accepts(tmp_path, capsys):
+    tars = tmp_path / "tars"
+    assert csgo_tool(["synth", str(tars), "--files", "2", "--frames", "5", "--first", "11"]) == 0
+    assert [p.name for p in tars.iterdir()] == ["hdf5_dm_july2021_11_to_12.tar"]
+    assert csgo_tool(["prepare", str(tars), str(tmp_path / "out"), "--workers", "1"]) == 0
+    assert "converted 2, already done 0, failed 0" in capsys.readouterr().out
+    ep = Dataset(tmp_path / "out" / "train")[0]
+    assert ep.frames.shape == (5, 30, 56, 3) and ep.actions.shape == (5, 51)
