@@ -261,7 +261,7 @@ def train_phases(kind: str, batch_size: int | None = None) -> list[TrainPhase]:
 
     def actor_critic(agent: Agent, device: torch.device, mode: TrainMode):
         from diamond_play.train.atari import AtariTrainConfig, actor_critic_loss_fn, forever
-        from diamond_play.train.imagination import ImaginedEnvs, RolloutRunner
+        from diamond_play.train.rl import ImaginedEnvs, RolloutRunner
 
         starts = SegmentSampler(episodes, 4, batch_size or 32, seed=0, recency=True)
         envs = ImaginedEnvs(agent, starts, ATARI_SAMPLER, 15, device, bf16=mode.bf16)

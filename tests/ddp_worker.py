@@ -17,7 +17,7 @@ from diamond_play.data.episodes import Episode
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.train.atari import AtariTrainConfig, actor_critic_loss_fn, forever
 from diamond_play.train.core import ModelTrainer, OptimConfig, init_distributed
-from diamond_play.train.imagination import ImaginedEnvs, RolloutRunner
+from diamond_play.train.rl import ImaginedEnvs, RolloutRunner
 from diamond_play.train.world_model import batches, denoiser_loss, upsampler_loss
 
 

@@ -22,7 +22,7 @@ from diamond_play.config import ATARI_SAMPLER
 from diamond_play.data.episodes import Dataset
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.envs.atari import AtariEnv, human_normalized_score, reference_scores
-from diamond_play.train.imagination import ImaginedEnvs, RolloutRunner
+from diamond_play.train.rl import ImaginedEnvs, RolloutRunner
 
 TESTS = Path(__file__).parent
 RUN_ARGS = ["train", "atari", "Breakout", "--preset", "tiny", "total_env_steps=600"]
@@ -30,7 +30,7 @@ RUN_ARGS = ["train", "atari", "Breakout", "--preset", "tiny", "total_env_steps=6
 
 def dataset_digest(run: Path) -> list[str]:
     out = []
-    for path in Dataset(run / "dataset").episode_paths():
+    for path in Dataset(run).episode_paths():
         with h5py.File(path) as f:
             h = hashlib.sha256()
             for key in ("frames", "actions", "rewards", "terminations", "truncations"):
@@ -62,7 +62,7 @@ def test_tiny_run_collects_trains_evaluates_and_exports(full_run, capsys):
         assert last[key] not in ("", None), key
     # Every collected step is on disk (finished episodes) or in the checkpoint (the episode in progress).
     state = torch.load(full_run / "checkpoints" / "state.pt", weights_only=True)
-    ds = Dataset(full_run / "dataset")
+    ds = Dataset(full_run)
     on_disk = sum(len(ds[i]) for i in range(len(ds)))
     in_progress = 0 if state["collector"]["episode"] is None else len(state["collector"]["episode"]["frames"])
     assert on_disk + in_progress == 600 == state["collector"]["steps"]
@@ -97,7 +97,7 @@ def test_kill_and_resume_loses_nothing_and_matches_an_uninterrupted_run(full_run
 
 def test_imagination_rollouts_have_the_right_shapes_and_masks(full_run):
     agent = tiny_agent("atari")
-    ds = Dataset(full_run / "dataset")
+    ds = Dataset(full_run)
     episodes = [ds[i] for i in range(len(ds))]
     starts = SegmentSampler(episodes, 4, batch_size=3, seed=0, recency=True)
     envs = ImaginedEnvs(agent, starts, ATARI_SAMPLER, horizon=5, device=torch.device("cpu"))

@@ -5,8 +5,8 @@
 `eval_every` epochs, export weights and save the full training state (models, optimisers, RNGs, emulator, episode in
 progress) so `--resume RUN_DIR` continues after a kill -9 with nothing lost.
 
-Run directory: config.yaml, dataset/ (the collected episodes, project format), checkpoints/{state.pt, last/, best/},
-log.csv and TensorBoard events.
+Run directory: config.yaml, dataset.yaml + episodes/ (the collected episodes: the run directory is also a dataset in
+the project's format), checkpoints/{state.pt, last/, best/}, log.csv and TensorBoard events.
 """
 
 from __future__ import annotations
@@ -67,8 +67,13 @@ from diamond_play.train.core import (
     run_phase,
     set_rng_state,
 )
-from diamond_play.train.imagination import ImaginedEnvs, RolloutRunner
-from diamond_play.train.rl import ActorCriticLossConfig, actor_critic_loss, lambda_returns
+from diamond_play.train.rl import (
+    ActorCriticLossConfig,
+    ImaginedEnvs,
+    RolloutRunner,
+    actor_critic_loss,
+    lambda_returns,
+)
 from diamond_play.train.world_model import (
     DENOISER_PRESETS,
     REW_END_PRESETS,
@@ -363,7 +368,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     probe = AtariEnv(cfg.game)
     num_actions, action_names = probe.num_actions, list(probe.action_meanings)
     probe.close()
-    dataset = Dataset(run.root / "dataset", DatasetInfo(
+    dataset = Dataset(run.root, DatasetInfo(
         game=cfg.game, num_actions=num_actions, action_names=action_names, fps=15.0, frame_size=[64, 64],
         source="diamond-play train atari")) if dist_info.is_main else None
 
