@@ -169,6 +169,12 @@ class WorldModelEngine:
         apply_execution_mode(self.agent, self.mode, torch.device(device), compile_now=not background_compile)
         self.compile_state = "compiling" if self.mode.compile and background_compile else (
             "compiled" if self.mode.compile else "eager")
+        # The reward/termination model's per-frame call (T = 1); compiled with the denoisers in compiled modes.
+        self.rew_end_step = agent.rew_end_model.predict_rew_end if agent.rew_end_model is not None else None
+        if agent.rew_end_model is not None and self.mode.channels_last:
+            agent.rew_end_model.to(memory_format=torch.channels_last)
+        if agent.rew_end_model is not None and self.mode.compile and not background_compile:
+            self.rew_end_step = torch.compile(agent.rew_end_model.predict_rew_end, dynamic=False)
         self.config = agent.config
         self.sampling = sampling or agent.config.sampling
         if agent.upsampler is not None and self.sampling.upsampler is None:
@@ -217,8 +223,16 @@ class WorldModelEngine:
                         shadow_up.fast_inner_model = compile_inner_model(up, self.device)
                         upsample_frame(shadow_up, self.sampling.upsampler, low, self.full_res.clone(), randn)
                         compiled[up] = shadow_up.fast_inner_model
+                    rew_end_step = None
+                    if self.agent.rew_end_model is not None:
+                        rew_end_step = torch.compile(self.agent.rew_end_model.predict_rew_end, dynamic=False)
+                        dim = self.agent.rew_end_model.lstm.hidden_size
+                        state = (torch.zeros(1, 1, dim, device=self.device), torch.zeros(1, 1, dim, device=self.device))
+                        rew_end_step(self.obs[:, -1:].clone(), self.act[:, -1:].clone(), low[:, None], state)
                 for module, fn in compiled.items():
                     module.fast_inner_model = fn  # one attribute store: the next step uses it
+                if rew_end_step is not None:
+                    self.rew_end_step = rew_end_step
                 self.compile_state = "compiled"
             except Exception as e:  # noqa: BLE001 - compilation is an optimisation: keep playing eagerly
                 reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
@@ -293,7 +307,8 @@ class WorldModelEngine:
             components["upsampler"] = timer.lap()
         reward = end = None
         if self.agent.rew_end_model is not None:
-            rew_logits, end_logits, self.rew_end_state = self.agent.rew_end_model.predict_rew_end(
+            assert self.rew_end_step is not None
+            rew_logits, end_logits, self.rew_end_state = self.rew_end_step(
                 self.obs[:, -1:], self.act[:, -1:], low_res[:, None], self.rew_end_state)
             reward = float(self._sample_categorical(rew_logits) - 1)
             end = bool(self._sample_categorical(end_logits))
