@@ -215,14 +215,16 @@ def loader_speed(dataset_dir: Path, workers: int, batches: int) -> str:
     if not episodes:
         raise UserError(f"{str(dataset_dir)!r} has no episodes")
     lines = [f"{len(episodes)} episodes, {workers} worker process(es), {batches} batches after 2 warm-up ones:"]
-    for name, seq, batch in (("dynamics", 4 + 1 + 4, 16), ("upsampler", 3, 4)):
-        it = segment_batches(SegmentStream(episodes, seq, batch, seed=0), torch.device("cpu"), workers)
+    for name, seq, batch, full_res in (("dynamics", 4 + 1 + 4, 16, False), ("upsampler", 3, 4, True)):
+        it = segment_batches(SegmentStream(episodes, seq, batch, seed=0, full_res=full_res), torch.device("cpu"),
+                             workers)
         for _ in range(2):  # worker start-up and first file opens
             next(it)
         t0 = time.perf_counter()
         for _ in range(batches):
             next(it)
         dt = time.perf_counter() - t0
+        it.close()
         lines.append(f"  {name:9s} windows of {seq} frames, batch {batch}: {batches * batch / dt:8.1f} samples/s "
                      f"({batches / dt:.1f} batches/s)")
     return "\n".join(lines)

@@ -48,11 +48,12 @@ class SegmentSampler:
     """
 
     def __init__(self, episodes: Sequence[Episode], seq_length: int, batch_size: int, seed: int = 0,
-                 recency: bool = False, beyond_end: bool = False) -> None:
+                 recency: bool = False, beyond_end: bool = False, full_res: bool = True) -> None:
         self.episodes = episodes
         self.seq_length, self.batch_size = seq_length, batch_size
         self.rng = np.random.default_rng(seed)
         self.recency, self.beyond_end = recency, beyond_end
+        self.full_res = full_res  # read full-res frames when episodes have them (only the upsampler needs them)
         self._lengths: np.ndarray | None = None
 
     @classmethod
@@ -92,7 +93,7 @@ class SegmentSampler:
         mask = np.zeros((b, seq), dtype=bool)
         filled = np.zeros((b, seq), dtype=bool)  # slots holding a frame (real steps + a final frame)
         full = None
-        if first.full_res_frames is not None:
+        if self.full_res and first.full_res_frames is not None:
             full = np.zeros((b, seq) + first.full_res_frames.shape[1:], dtype=np.uint8)
         for i in range(b):
             ep = self.episodes[self._episode_index()]
@@ -152,6 +153,15 @@ def segment_batches(stream: SegmentStream, device: torch.device, workers: int):
     else:
         source = iter(torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=workers, multiprocessing_context="spawn", persistent_workers=True,
-            prefetch_factor=4, pin_memory=device.type == "cuda"))
-    for batch in source:
-        yield batch.to(device, non_blocking=True)
+            prefetch_factor=4, pin_memory=device.type == "cuda", worker_init_fn=_one_thread_per_worker))
+    try:
+        for batch in source:
+            yield batch.to(device, non_blocking=True)
+    finally:  # stop the workers now (closing the generator), not at interpreter exit
+        shutdown = getattr(source, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def _one_thread_per_worker(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # the workers are the parallelism; thread pools inside them only oversubscribe

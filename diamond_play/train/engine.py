@@ -281,8 +281,8 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
     if agent.upsampler is not None:
         trainers.append(ModelTrainer("upsampler", agent.upsampler, cfg.upsampler_optim, device, cfg.amp, cfg.compile,
                                      dist_info))
-    windows = {"denoiser": (n + 1 + cfg.num_autoregressive_steps, cfg.batch_size, {}),
-               "rew_end": (cfg.rew_end_seq_length, cfg.rew_end_batch_size, {"beyond_end": True}),
+    windows = {"denoiser": (n + 1 + cfg.num_autoregressive_steps, cfg.batch_size, {"full_res": False}),
+               "rew_end": (cfg.rew_end_seq_length, cfg.rew_end_batch_size, {"beyond_end": True, "full_res": False}),
                "upsampler": (3, cfg.upsampler_batch_size, {})}
     losses = {"denoiser": denoiser_loss, "rew_end": rew_end_loss, "upsampler": upsampler_loss}
     steps_per_epoch = {"denoiser": cfg.steps_per_epoch, "rew_end": cfg.rew_end_steps_per_epoch,
