@@ -164,4 +164,11 @@ def segment_batches(stream: SegmentStream, device: torch.device, workers: int):
 
 
 def _one_thread_per_worker(_worker_id: int) -> None:
+    import atexit
+    import os
+
     torch.set_num_threads(1)  # the workers are the parallelism; thread pools inside them only oversubscribe
+    # A spawned worker finalises a full interpreter on exit, where a native library's static destructors can
+    # abort ("terminate called without an active exception"), which the parent reports as a dead worker. The
+    # worker has nothing to flush (errors reach the parent through the result queue), so it leaves directly.
+    atexit.register(os._exit, 0)
