@@ -148,6 +148,12 @@ def write_episode(path: str | Path, episode: Episode) -> Path:
     return path
 
 
+def corrupt_episode(path: str | Path, error: Exception) -> UserError:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return UserError(f"episode file {str(path)!r} is corrupt or incomplete ({first}): delete it or restore it from a "
+                     "backup")
+
+
 def read_episode(path: str | Path) -> Episode:
     path = Path(path)
     try:
@@ -165,8 +171,7 @@ def read_episode(path: str | Path) -> Episode:
                 attrs={k: v for k, v in f.attrs.items() if k not in ("format", "version")},
             )
     except (OSError, KeyError) as e:
-        raise UserError(f"episode file {str(path)!r} is corrupt or incomplete ({str(e).splitlines()[0]}): "
-                        "delete it or restore it from a backup") from None
+        raise corrupt_episode(path, e) from None
     episode.validate(str(path))
     return episode
 
@@ -188,8 +193,7 @@ class LazyEpisode:
             try:
                 self._file = h5py.File(self.path, "r")
             except OSError as e:
-                raise UserError(f"episode file {str(self.path)!r} is corrupt or incomplete ({e}): delete it or "
-                                "restore it from a backup") from None
+                raise corrupt_episode(self.path, e) from None
         return self._file
 
     def __len__(self) -> int:
@@ -270,8 +274,7 @@ class Dataset:
                 with h5py.File(path, "r") as f:
                     length = len(f["frames"])
             except (OSError, KeyError) as e:
-                raise UserError(f"episode file {str(path)!r} is corrupt or incomplete ({str(e).splitlines()[0]}): "
-                                "delete it or restore it from a backup") from None
+                raise corrupt_episode(path, e) from None
             out.append(LazyEpisode(path, length))
         return out
 
