@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from diamond_play.config import SamplerConfig, SamplingConfig
 from diamond_play.data.spawns import StartState
@@ -102,15 +102,17 @@ class ExecutionMode:
     bf16: bool = False  # bf16 autocast (CPUs with AVX-512 bf16 / AMX, and GPUs)
     channels_last: bool = False  # NHWC memory layout for the convolutions
     compile: bool = False  # torch.compile of the U-Nets (inductor; freezing on CPU)
+    # One matmul for all the adaptive norms' scales/shifts per network call instead of one per norm.
+    fused_conditioning: bool = False
 
 
 EXECUTION_MODES = {
     m.name: m for m in (
         ExecutionMode("eager-fp32"),
-        ExecutionMode("eager-bf16", bf16=True),
-        ExecutionMode("eager-bf16-cl", bf16=True, channels_last=True),
-        ExecutionMode("compiled-fp32", compile=True),
-        ExecutionMode("compiled-bf16-cl", bf16=True, channels_last=True, compile=True),
+        ExecutionMode("eager-bf16", bf16=True, fused_conditioning=True),
+        ExecutionMode("eager-bf16-cl", bf16=True, channels_last=True, fused_conditioning=True),
+        ExecutionMode("compiled-fp32", compile=True, fused_conditioning=True),
+        ExecutionMode("compiled-bf16-cl", bf16=True, channels_last=True, compile=True, fused_conditioning=True),
     )
 }
 
@@ -134,14 +136,31 @@ def compile_inner_model(den: Denoiser, device: torch.device):
     return torch.compile(den.inner_model, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
+def store_autocast_weights_in_bf16(model: nn.Module) -> None:
+    """Keep convolution and linear weights in bf16, the dtype bf16 autocast casts them to on every call anyway:
+    the outputs stay bit-identical while each call stops re-reading and converting all fp32 weights (for the
+    330M-parameter CS:GO dynamics model that conversion was a quarter of an eager frame). Norms, embeddings and
+    LSTMs keep fp32, as autocast treats them. Inference only: the modules are changed in place."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.to(torch.bfloat16)
+
+
 def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device, compile_now: bool = True) -> None:
-    """Prepare the agent's denoisers for `mode` (in place). Without `compile_now` they stay eager until
+    """Prepare the agent's world-model networks for `mode` (in place). Without `compile_now` they stay eager until
     `WorldModelEngine.compile_in_background` swaps the compiled versions in."""
+    for model in (agent.denoiser, agent.upsampler, agent.rew_end_model):
+        if model is None:
+            continue
+        if mode.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if mode.bf16:
+            store_autocast_weights_in_bf16(model)
     for den in (agent.denoiser, agent.upsampler):
         if den is None:
             continue
-        if mode.channels_last:
-            den.to(memory_format=torch.channels_last)
+        if mode.fused_conditioning:
+            den.inner_model.fuse_norm_conditioning()
         den.fast_inner_model = compile_inner_model(den, device) if mode.compile and compile_now else None
 
 
@@ -171,8 +190,6 @@ class WorldModelEngine:
             "compiled" if self.mode.compile else "eager")
         # The reward/termination model's per-frame call (T = 1); compiled with the denoisers in compiled modes.
         self.rew_end_step = agent.rew_end_model.predict_rew_end if agent.rew_end_model is not None else None
-        if agent.rew_end_model is not None and self.mode.channels_last:
-            agent.rew_end_model.to(memory_format=torch.channels_last)
         if agent.rew_end_model is not None and self.mode.compile and not background_compile:
             self.rew_end_step = torch.compile(agent.rew_end_model.predict_rew_end, dynamic=False)
         self.config = agent.config
@@ -214,7 +231,7 @@ class WorldModelEngine:
                 den = self.agent.denoiser
                 shadow = copy.copy(den)  # shares the parameters; its own fast_inner_model
                 shadow.fast_inner_model = compile_inner_model(den, self.device)
-                with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.bf16):
+                with torch.no_grad(), self.autocast():
                     low = predict_low_res(shadow, self.sampling.dynamics, self.obs.clone(), self.act.clone(), randn)
                     compiled[den] = shadow.fast_inner_model
                     up = self.agent.upsampler
@@ -271,8 +288,9 @@ class WorldModelEngine:
         self.rew_end_state = None
         if self.agent.rew_end_model is not None and n > 1:
             # Burn the LSTM in on the conditioning frames, as the official world-model env does.
-            _, _, self.rew_end_state = self.agent.rew_end_model.predict_rew_end(
-                self.obs[:, :-1], self.act[:, :-1], self.obs[:, 1:])
+            with self.autocast():
+                _, _, self.rew_end_state = self.agent.rew_end_model.predict_rew_end(
+                    self.obs[:, :-1], self.act[:, :-1], self.obs[:, 1:])
         self.steps = 0
         self.started = True
         return self.current_frame()
@@ -290,8 +308,13 @@ class WorldModelEngine:
     def step(self, action: int | np.ndarray | Tensor) -> StepResult:
         if not self.started:
             raise RuntimeError("call reset() before step()")
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.bf16):
+        with self.autocast():
             return self._step(action)
+
+    def autocast(self) -> torch.autocast:
+        """The mode's autocast context: every call into the networks runs inside it (bf16 modes store weights
+        in bf16)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.bf16)
 
     def _step(self, action: int | np.ndarray | Tensor) -> StepResult:
         timer = Timer(self.device)

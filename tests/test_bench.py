@@ -10,7 +10,8 @@ import torch
 import diamond_play
 from diamond_play.bench import synthetic_start
 from diamond_play.cli import main
-from diamond_play.engine import EXECUTION_MODES, WorldModelEngine
+from diamond_play.engine import EXECUTION_MODES, WorldModelEngine, predict_low_res
+from diamond_play.models.denoiser import make_randn
 
 ONE_LEVEL = 2 / 255 + 1e-5
 
@@ -29,6 +30,26 @@ def test_bf16_modes_within_tolerance_on_official_weights(conformance_dir, mode):
     out = first_step(diamond_play.load_agent(conformance_dir / "atari" / "agent.pt"), mode)
     diff = (out - ref).abs()
     assert (diff <= ONE_LEVEL).float().mean() >= 0.99 and diff.mean() < 2e-3
+
+
+def test_bf16_weight_storage_is_bit_identical_to_autocast(conformance_dir):
+    """bf16 modes store conv/linear weights in bf16; autocast over the fp32 weights (same fused conditioning)
+    gives the very same frame."""
+    agent = diamond_play.load_agent(conformance_dir / "atari" / "agent.pt")
+    engine = WorldModelEngine(agent, seed=0, mode=EXECUTION_MODES["eager-bf16"])
+    engine.reset(synthetic_start(engine))
+    obs, act = engine.obs.clone(), engine.act.clone()
+    act[0, -1] = 1
+    engine.step(1)
+    assert agent.denoiser.inner_model.conv_in.weight.dtype == torch.bfloat16
+    assert engine.agent.rew_end_model.lstm.weight_ih_l0.dtype == torch.float32
+
+    ref = diamond_play.load_agent(conformance_dir / "atari" / "agent.pt")
+    ref.denoiser.inner_model.fuse_norm_conditioning()
+    randn = make_randn("cpu", generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = predict_low_res(ref.denoiser, ref.config.sampling.dynamics, obs, act, randn)
+    assert torch.equal(engine.obs[0, -1], expected[0].float())
 
 
 @pytest.mark.slow

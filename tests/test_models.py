@@ -118,3 +118,25 @@ def test_rew_end_and_actor_critic_shapes():
         assert rew.shape == (2, 5, 3) and end.shape == (2, 5, 2) and h.shape == (1, 2, 16)
         logits, value, (h, c) = agent.actor_critic.predict_act_value(obs[:, 0], None)
     assert logits.shape == (2, 4) and value.shape == (2,) and h.shape == (2, 16)
+
+
+@pytest.mark.parametrize("kind", ["atari", "csgo"])
+def test_fused_norm_conditioning_matches_per_norm_linears(kind):
+    """The optimised modes' one-matmul conditioning gives the same denoiser output, and state dicts are unchanged."""
+    torch.manual_seed(0)
+    agent = tiny_agent(kind).eval()  # randomised weights (none left at zero)
+    inner = agent.denoiser.inner_model
+    cfg = inner.cfg
+    h, w = (30, 56) if kind == "csgo" else (64, 64)
+    x = torch.randn(2, 3, h, w)
+    obs = torch.randn(2, 3 * cfg.num_steps_conditioning, h, w)
+    act = torch.zeros(2, cfg.num_steps_conditioning, cfg.num_actions) if kind == "csgo" else torch.ones(
+        2, cfg.num_steps_conditioning, dtype=torch.long)
+    c_noise, c_noise_cond = torch.tensor([0.3, -0.2]), torch.zeros(2)
+    keys = set(agent.state_dict())
+    with torch.no_grad():
+        expected = inner(x, c_noise, c_noise_cond, obs, act)
+        inner.fuse_norm_conditioning()
+        fused = inner(x, c_noise, c_noise_cond, obs, act)
+    assert set(agent.state_dict()) == keys
+    assert expected.abs().max() > 0.01 and torch.allclose(fused, expected, atol=1e-5, rtol=1e-4)

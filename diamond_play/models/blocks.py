@@ -60,11 +60,34 @@ class AdaGroupNorm(nn.Module):
         super().__init__()
         self.channels = channels
         self.linear = nn.Linear(cond_channels, 2 * channels)
+        # Set by `fuse_norm_conditioning`: `cond` then holds every norm's precomputed linear(cond) side by side.
+        self.fused_columns: slice | None = None
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         x = F.group_norm(x, num_groups(self.channels), eps=GN_EPS)
-        scale, shift = self.linear(cond)[:, :, None, None].chunk(2, dim=1)
+        params = self.linear(cond) if self.fused_columns is None else cond[:, self.fused_columns]
+        scale, shift = params[:, :, None, None].chunk(2, dim=1)
         return x * (1 + scale) + shift
+
+
+def fuse_norm_conditioning(model: nn.Module) -> nn.Linear:
+    """Inference speed-up: one linear layer computing the scale/shift of every AdaGroupNorm in `model` at once
+    (dozens of small matmuls, each re-reading its weights, become one). Call the returned layer on the
+    conditioning vector and pass its output where `cond` went. Same maths; the weights are copied, not moved."""
+    norms = [m for m in model.modules() if isinstance(m, AdaGroupNorm)]
+    if not norms:
+        raise ValueError("the model has no adaptive group norms to fuse")
+    weight = torch.cat([n.linear.weight.detach() for n in norms])
+    bias = torch.cat([n.linear.bias.detach() for n in norms])
+    fused = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
+    fused.requires_grad_(False)
+    fused.weight.copy_(weight)
+    fused.bias.copy_(bias)
+    start = 0
+    for n in norms:
+        n.fused_columns = slice(start, start + 2 * n.channels)
+        start += 2 * n.channels
+    return fused
 
 
 class SelfAttention2d(nn.Module):
