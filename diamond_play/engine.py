@@ -21,6 +21,7 @@ from diamond_play.data.spawns import StartState
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.models.denoiser import Denoiser, Randn, bicubic_upsample, make_randn
+from diamond_play.models.rew_end import RewEndModel
 from diamond_play.sampling import sample
 
 
@@ -102,17 +103,18 @@ class ExecutionMode:
     bf16: bool = False  # bf16 autocast (CPUs with AVX-512 bf16 / AMX, and GPUs)
     channels_last: bool = False  # NHWC memory layout for the convolutions
     compile: bool = False  # torch.compile of the U-Nets (inductor; freezing on CPU)
-    # One matmul for all the adaptive norms' scales/shifts per network call instead of one per norm.
-    fused_conditioning: bool = False
+    # Inference-only rewrites of the reference code: one matmul for all the adaptive norms' scales/shifts per
+    # network call instead of one per norm; the reward/termination LSTM as a single-step cell.
+    inference_kernels: bool = False
 
 
 EXECUTION_MODES = {
     m.name: m for m in (
         ExecutionMode("eager-fp32"),
-        ExecutionMode("eager-bf16", bf16=True, fused_conditioning=True),
-        ExecutionMode("eager-bf16-cl", bf16=True, channels_last=True, fused_conditioning=True),
-        ExecutionMode("compiled-fp32", compile=True, fused_conditioning=True),
-        ExecutionMode("compiled-bf16-cl", bf16=True, channels_last=True, compile=True, fused_conditioning=True),
+        ExecutionMode("eager-bf16", bf16=True, inference_kernels=True),
+        ExecutionMode("eager-bf16-cl", bf16=True, channels_last=True, inference_kernels=True),
+        ExecutionMode("compiled-fp32", compile=True, inference_kernels=True),
+        ExecutionMode("compiled-bf16-cl", bf16=True, channels_last=True, compile=True, inference_kernels=True),
     )
 }
 
@@ -156,12 +158,20 @@ def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device
             model.to(memory_format=torch.channels_last)
         if mode.bf16:
             store_autocast_weights_in_bf16(model)
+    if mode.inference_kernels and agent.rew_end_model is not None:
+        agent.rew_end_model.encoder.fuse_norm_conditioning()
     for den in (agent.denoiser, agent.upsampler):
         if den is None:
             continue
-        if mode.fused_conditioning:
+        if mode.inference_kernels:
             den.inner_model.fuse_norm_conditioning()
         den.fast_inner_model = compile_inner_model(den, device) if mode.compile and compile_now else None
+
+
+def rew_end_step_fn(model: RewEndModel, mode: ExecutionMode, compile_now: bool = True):
+    """The reward/termination model's per-frame call (T = 1) for `mode`, compiled in compiled modes."""
+    fn = model.predict_rew_end_one_step if mode.inference_kernels else model.predict_rew_end
+    return torch.compile(fn, dynamic=False) if mode.compile and compile_now else fn
 
 
 @dataclass
@@ -188,10 +198,8 @@ class WorldModelEngine:
         apply_execution_mode(self.agent, self.mode, torch.device(device), compile_now=not background_compile)
         self.compile_state = "compiling" if self.mode.compile and background_compile else (
             "compiled" if self.mode.compile else "eager")
-        # The reward/termination model's per-frame call (T = 1); compiled with the denoisers in compiled modes.
-        self.rew_end_step = agent.rew_end_model.predict_rew_end if agent.rew_end_model is not None else None
-        if agent.rew_end_model is not None and self.mode.compile and not background_compile:
-            self.rew_end_step = torch.compile(agent.rew_end_model.predict_rew_end, dynamic=False)
+        self.rew_end_step = None if agent.rew_end_model is None else rew_end_step_fn(
+            agent.rew_end_model, self.mode, compile_now=not background_compile)
         self.config = agent.config
         self.sampling = sampling or agent.config.sampling
         if agent.upsampler is not None and self.sampling.upsampler is None:
@@ -242,7 +250,7 @@ class WorldModelEngine:
                         compiled[up] = shadow_up.fast_inner_model
                     rew_end_step = None
                     if self.agent.rew_end_model is not None:
-                        rew_end_step = torch.compile(self.agent.rew_end_model.predict_rew_end, dynamic=False)
+                        rew_end_step = rew_end_step_fn(self.agent.rew_end_model, self.mode)
                         dim = self.agent.rew_end_model.lstm.hidden_size
                         state = (torch.zeros(1, 1, dim, device=self.device), torch.zeros(1, 1, dim, device=self.device))
                         rew_end_step(self.obs[:, -1:].clone(), self.act[:, -1:].clone(), low[:, None], state)

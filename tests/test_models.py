@@ -140,3 +140,25 @@ def test_fused_norm_conditioning_matches_per_norm_linears(kind):
         fused = inner(x, c_noise, c_noise_cond, obs, act)
     assert set(agent.state_dict()) == keys
     assert expected.abs().max() > 0.01 and torch.allclose(fused, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_rew_end_one_step_inference_matches_the_sequence_model():
+    """The play engine's optimised per-frame call (fused norm conditioning, single LSTM cell) steps through a
+    sequence like the reference model does, state and all."""
+    model = tiny_agent("atari").rew_end_model.eval()
+    obs = torch.rand(2, 6, 3, 64, 64) * 2 - 1
+    act = torch.randint(0, 4, (2, 5))
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        rew, end, state = model.predict_rew_end(obs[:, :-1], act, obs[:, 1:])
+        model.encoder.fuse_norm_conditioning()
+        step_state = None
+        for t in range(5):
+            r, e, step_state = model.predict_rew_end_one_step(obs[:, t:t + 1], act[:, t:t + 1], obs[:, t + 1:t + 2],
+                                                              step_state)
+            assert torch.allclose(r, rew[:, t:t + 1], atol=1e-5) and torch.allclose(e, end[:, t:t + 1], atol=1e-5)
+    assert rew.abs().max() > 0.01
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state, step_state, strict=True))
+    assert set(model.state_dict()) == keys
+    with pytest.raises(ValueError, match="one time step"):
+        model.predict_rew_end_one_step(obs[:, :2], act[:, :2], obs[:, 1:3])

@@ -70,9 +70,26 @@ class AdaGroupNorm(nn.Module):
         return x * (1 + scale) + shift
 
 
+class NormConditioned(nn.Module):
+    """A network whose ResBlocks all take the same conditioning vector. For inference with frozen weights,
+    `fuse_norm_conditioning()` makes `norm_cond(cond)` compute every adaptive norm's scale/shift in one matmul
+    (dozens of small matmuls, each re-reading its weights, become one). The fused layer is kept outside the
+    module tree, so state dicts are unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "norm_conditioning", None)
+
+    def fuse_norm_conditioning(self) -> None:
+        object.__setattr__(self, "norm_conditioning", fuse_norm_conditioning(self))
+
+    def norm_cond(self, cond: Tensor) -> Tensor:
+        """What the ResBlocks get as `cond`."""
+        return cond if self.norm_conditioning is None else self.norm_conditioning(cond)
+
+
 def fuse_norm_conditioning(model: nn.Module) -> nn.Linear:
-    """Inference speed-up: one linear layer computing the scale/shift of every AdaGroupNorm in `model` at once
-    (dozens of small matmuls, each re-reading its weights, become one). Call the returned layer on the
+    """One linear layer computing the scale/shift of every AdaGroupNorm in `model` at once; call it on the
     conditioning vector and pass its output where `cond` went. Same maths; the weights are copied, not moved."""
     norms = [m for m in model.modules() if isinstance(m, AdaGroupNorm)]
     if not norms:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diamond_play.config import DenoiserConfig, InnerModelConfig, SigmaDistributionConfig
-from diamond_play.models.blocks import FourierFeatures, GroupNorm, conv3x3, fuse_norm_conditioning
+from diamond_play.models.blocks import FourierFeatures, GroupNorm, NormConditioned, conv3x3
 from diamond_play.models.unet import UNet
 
 Randn = Callable[[Sequence[int]], Tensor]
@@ -92,7 +92,7 @@ def as_batch_sigma(sigma: Tensor | float, batch_size: int, like: Tensor) -> Tens
 # ---------------------------------------------------------------------------------------------------------------
 # Networks
 
-class InnerModel(nn.Module):
+class InnerModel(NormConditioned):
     """F in D = c_skip·x + c_out·F(c_in·x, c_noise, cond frames, actions): a U-Net with stacked frames on channels."""
 
     def __init__(self, cfg: InnerModelConfig) -> None:
@@ -119,14 +119,6 @@ class InnerModel(nn.Module):
         self.norm_out = GroupNorm(cfg.channels[0])
         self.conv_out = conv3x3(cfg.channels[0], cfg.img_channels)
         nn.init.zeros_(self.conv_out.weight)
-        # Inference-only fused AdaGroupNorm conditioning (`fuse_norm_conditioning`), kept outside the module tree
-        # so state dicts are unchanged.
-        object.__setattr__(self, "norm_conditioning", None)
-
-    def fuse_norm_conditioning(self) -> None:
-        """Compute all the U-Net's norm scales/shifts with one matmul per call (see blocks.fuse_norm_conditioning);
-        for inference with frozen weights."""
-        object.__setattr__(self, "norm_conditioning", fuse_norm_conditioning(self.unet))
 
     def embed_actions(self, act: Tensor) -> Tensor:
         """Atari: int indices (B, L). ⚠ CS:GO: multi-hot (B, L, A) floats times the embedding matrix."""
@@ -149,10 +141,8 @@ class InnerModel(nn.Module):
     def forward(self, noisy_next_obs: Tensor, c_noise: Tensor, c_noise_cond: Tensor, obs: Tensor,
                 act: Tensor | None) -> Tensor:
         cond = self.conditioning(c_noise, c_noise_cond, act)
-        if self.norm_conditioning is not None:
-            cond = self.norm_conditioning(cond)
         x = self.conv_in(torch.cat((obs, noisy_next_obs), dim=1))
-        x = self.unet(x, cond)
+        x = self.unet(x, self.norm_cond(cond))
         return self.conv_out(F.silu(self.norm_out(x)))
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diamond_play.config import RewEndModelConfig
-from diamond_play.models.blocks import Downsample, ResBlocks, conv3x3, init_lstm
+from diamond_play.models.blocks import Downsample, NormConditioned, ResBlocks, conv3x3, init_lstm
 
 NUM_REWARD_CLASSES = 3  # sign(r) + 1
 NUM_END_CLASSES = 2
@@ -15,7 +15,7 @@ NUM_END_CLASSES = 2
 HiddenState = tuple[Tensor, Tensor]
 
 
-class RewEndEncoder(nn.Module):
+class RewEndEncoder(NormConditioned):
     """conv_in, then one ResBlocks per level (downsampling before levels 1..), then two attention ResBlocks."""
 
     def __init__(self, in_channels: int, cond_channels: int, depths: list[int], channels: list[int],
@@ -32,6 +32,7 @@ class RewEndEncoder(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         x = self.conv_in(x)
+        cond = self.norm_cond(cond)
         for block, down in zip(self.blocks, self.downsamples, strict=True):
             x, _ = block(down(x), cond)
         return x
@@ -63,6 +64,24 @@ class RewEndModel(nn.Module):
         x, hx_cx = self.lstm(x.reshape(b, t, -1), hx_cx)
         logits = self.head(x)
         return logits[:, :, :NUM_REWARD_CLASSES], logits[:, :, NUM_REWARD_CLASSES:], hx_cx
+
+    def predict_rew_end_one_step(self, obs: Tensor, act: Tensor, next_obs: Tensor,
+                                 hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
+        """`predict_rew_end` for one time step (T = 1) at inference, the play engine's per-frame call: the LSTM
+        as a single fp32 cell, several times faster than the sequence kernel for one step; same maths up to
+        float rounding."""
+        b, t, c, h, w = obs.shape
+        if t != 1:
+            raise ValueError(f"predict_rew_end_one_step takes one time step, got {t}")
+        x = self.encoder(torch.cat((obs[:, 0], next_obs[:, 0]), dim=1), self.act_emb(act.reshape(b)))
+        lstm = self.lstm
+        x = x.reshape(b, -1).to(lstm.weight_ih_l0.dtype)
+        if hx_cx is None:
+            hx_cx = (x.new_zeros(1, b, lstm.hidden_size), x.new_zeros(1, b, lstm.hidden_size))
+        hx, cx = torch.lstm_cell(x, (hx_cx[0][0].to(x.dtype), hx_cx[1][0].to(x.dtype)), lstm.weight_ih_l0,
+                                 lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        logits = self.head(hx)[:, None]
+        return logits[:, :, :NUM_REWARD_CLASSES], logits[:, :, NUM_REWARD_CLASSES:], (hx[None], cx[None])
 
     def forward(self, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor,
                 mask_padding: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
