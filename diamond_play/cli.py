@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,15 @@ def cmd_download(args: argparse.Namespace) -> None:
             raise UserError("`diamond-play download csgo` takes no game name")
         out = download_csgo(out_dir=args.out, source_dir=args.source, overwrite=overwrite)
     print(f"official weights ready in {out}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from diamond_play.weights.export import export_weights, parse_key_values, read_eval_json
+
+    metrics = read_eval_json(args.eval) if args.eval else None
+    out = export_weights(args.source, args.out, best=args.best, provenance=parse_key_values(args.provenance),
+                         eval_metrics=metrics, overwrite=args.force)
+    print(f"exported {args.source} -> {out}")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -152,7 +162,7 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
     if args.upsampler:
         overrides.append("upsampler=true")
     layer = {"data": str(args.data) if args.data else "", **({"preset": args.preset} if args.preset else {})}
-    root = train_engine(args.out, args.resume, [layer], overrides)
+    root = train_engine(args.out, args.resume, [layer], overrides, args.command_line)
     print(f"run saved in {root}; play it with: diamond-play play --weights {root}")
 
 
@@ -163,7 +173,7 @@ def cmd_train_csgo(args: argparse.Namespace) -> None:
     if args.resume is None and args.data is None:
         raise UserError("a new run needs --data DATASET (made by `python -m data_tools.csgo prepare`)")
     layers = csgo_layers(args.data, args.preset) if args.resume is None else []
-    root = train_engine(args.out, args.resume, layers, list(args.overrides))
+    root = train_engine(args.out, args.resume, layers, list(args.overrides), args.command_line)
     print(f"run saved in {root}; play it with: diamond-play csgo --weights {root}")
 
 
@@ -176,7 +186,8 @@ def cmd_train_atari(args: argparse.Namespace) -> None:
     overrides = [w for w in args.words if "=" in w]
     if len(games) > 1 or (args.resume is None and not games):
         raise UserError("name one game, e.g. `diamond-play train atari Breakout --out runs/breakout`")
-    root = train_atari(games[0] if games else None, args.out, args.resume, args.preset, overrides)
+    root = train_atari(games[0] if games else None, args.out, args.resume, args.preset, overrides,
+                       args.command_line)
     print(f"run saved in {root}; watch its policy play in its world model with: "
           f"diamond-play play --weights {root} --actions policy")
 
@@ -377,6 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_download)
 
+    p = sub.add_parser("export", help="copy a training run's weights to a standalone weights directory, with "
+                       "provenance and eval results")
+    p.add_argument("source", type=Path, help="training run directory (its latest weights) or weights directory")
+    p.add_argument("--out", type=Path, required=True, help="weights directory to write")
+    p.add_argument("--best", action="store_true", help="the run's best checkpoint instead of its latest")
+    p.add_argument("--eval", type=Path, help="`diamond-play eval --json` results to store in the config's metrics")
+    p.add_argument("--provenance", action="append", default=[], metavar="KEY=VALUE",
+                   help="add a provenance entry (repeatable), e.g. data='how the data was collected'")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("info", help="describe weights: game, actions, parameter counts, sampling, provenance")
     p.add_argument("weights", type=Path, help="weights directory or official .pt")
     p.add_argument("--config", type=Path, help="official agent YAML for a .pt")
@@ -394,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(args, list_name).extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.command_line = shlex.join(["diamond-play", *(sys.argv[1:] if argv is None else argv)])
     try:
         args.func(args)
     except UserError as e:

@@ -70,6 +70,23 @@ def test_train_engine_run_export_and_resume(breakout_data, tmp_path, capsys):
     rows = (run / "log.csv").read_text().splitlines()
     assert [r.split(",")[:2] for r in rows[1:]] == [["3", "1.0"], ["6", "2.0"]]
     assert "epochs: 2" in (run / "config.yaml").read_text()
+    provenance = diamond_play.load_agent(run).config.provenance
+    assert "--data" in provenance["command"] and "--resume" not in provenance["command"]  # how the run started
+    assert provenance["denoiser_steps"] == 6 and provenance["train_hours"] >= 0
+    # export: a standalone weights directory with added provenance and eval results
+    (tmp_path / "eval.json").write_text('{"one_step_psnr": 31.5, "baseline_one_step_psnr": 30.0}')
+    shipped = tmp_path / "shipped"
+    assert main(["export", str(run), "--out", str(shipped), "--eval", str(tmp_path / "eval.json"),
+                 "--provenance", "data=scripted policy, seed 0"]) == 0
+    exported = diamond_play.load_agent(shipped)
+    assert exported.config.provenance["data"] == "scripted policy, seed 0"
+    assert exported.config.provenance["denoiser_steps"] == 6 and (shipped / "spawn").is_dir()
+    assert exported.config.metrics["eval"]["one_step_psnr"] == 31.5
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "x"), "--eval", str(tmp_path / "bad.json")]) == 2
+    assert "diamond-play eval --json" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["export", str(run), "--out", str(shipped)]) == 2  # no silent overwrite
     # starting over in the same directory is refused, with what to do instead
     capsys.readouterr()
     assert main(args) == 2

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ from diamond_play.train.core import (
     rng_state,
     run_phase,
     set_rng_state,
+    starting_command,
 )
 from diamond_play.train.rl import (
     ActorCriticLossConfig,
@@ -354,10 +354,12 @@ def load_config(run: RunDir, game: str | None, preset: str | None, resume: bool,
 
 
 def train_atari(game: str | None, out: Path | None, resume: Path | None, preset: str | None,
-                overrides: list[str]) -> Path:
+                overrides: list[str], command: str = "") -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
     run = RunDir(resume or out)  # type: ignore[arg-type]
     cfg = load_config(run, game, preset, resume is not None, overrides)
+    if resume is not None:
+        command = starting_command(run, command)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device, dist_info)
@@ -495,7 +497,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
                 logger.image(epoch, "samples/real_vs_imagined", sample_strip(agent, den_sampler, device, epoch))
             agent.config.provenance = {
                 "game": cfg.game, "env_steps": env_steps, "epochs": epoch, "episodes": len(finished),
-                "denoiser_steps": phases[0][0].steps, "command": " ".join(["diamond-play", *sys.argv[1:]]),
+                "denoiser_steps": phases[0][0].steps, "command": command,
                 "trained_with": f"diamond_play {__version__}", "recipe": "train atari",
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
             run.export_weights(agent, best=is_best)

@@ -312,6 +312,16 @@ class RunDir:
         return out
 
 
+def starting_command(run: RunDir, command: str) -> str:
+    """The command line that started the run (kept in its exported weights' provenance), else `command`: a
+    resumed run's provenance still says how it was made."""
+    from diamond_play.weights.format import read_weights_config
+
+    if (run.last_weights / "config.yaml").is_file():
+        return str(read_weights_config(run.last_weights).provenance.get("command", command))
+    return command
+
+
 def latest_weights(run_dir: Path) -> Path | None:
     """A run directory's most recent exported weights (what --weights RUN_DIR means)."""
     candidate = RunDir(run_dir).last_weights

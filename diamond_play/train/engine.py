@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from diamond_play.train.core import (
     rng_state,
     run_phase,
     set_rng_state,
+    starting_command,
 )
 from diamond_play.train.world_model import (
     CSGO_DYNAMICS_PRESETS,
@@ -234,7 +235,8 @@ def csgo_layers(data: Path, preset: str | None) -> list[dict[str, Any]]:
             {"data": str(train), **({"spawn_data": str(test)} if test is not None else {})}]
 
 
-def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str]) -> Path:
+def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str],
+                 command: str = "") -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
     run = RunDir(resume or out)  # type: ignore[arg-type]
     if resume is not None:
@@ -294,13 +296,16 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
         stream = SegmentStream(episodes, seq, batch, seed=(cfg.seed, dist_info.rank, epoch, phase), **kw)
         return segment_batches(stream, device, cfg.loader_workers)
 
-    epoch, best = 0, float("inf")
+    epoch, best, seconds_before = 0, float("inf"), 0.0
     if resume is not None:
         state = run.load_state()
         for t in trainers:
             t.load_state_dict(state["trainers"][t.name])
         set_rng_state(state["rng"], {})
         epoch, best = state["epoch"], state["best"]
+        seconds_before = float(state.get("train_seconds", 0.0))
+        command = starting_command(run, command)
+    started = time.monotonic()
     logger = RunLogger(run.root, enabled=dist_info.is_main)
     per_epoch = sum(steps_per_epoch[t.name] for t in trainers)
     bar = progress(cfg.epochs * per_epoch, f"train {weights_cfg.game}", initial=epoch * per_epoch,
@@ -325,13 +330,15 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
                 agent.config.provenance = {
                     "data": str(Path(cfg.data).resolve()), "episodes": len(episodes),
                     "frames": int(sum(len(e) for e in episodes)), "denoiser_steps": trainers[0].steps,
-                    "epochs": epoch, "command": " ".join(["diamond-play", *sys.argv[1:]]),
+                    "epochs": epoch, "command": command,
+                    "train_hours": round((seconds_before + time.monotonic() - started) / 3600, 2),
                     "trained_with": f"diamond_play {__version__}",
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
                 agent.config.metrics = {k: round(v, 6) for k, v in means.items() if "loss" in k}
                 run.export_weights(agent, best=is_best)
                 run.save_state({"trainers": {t.name: t.state_dict() for t in trainers},
-                                "rng": rng_state({}), "epoch": epoch, "best": best})
+                                "rng": rng_state({}), "epoch": epoch, "best": best,
+                                "train_seconds": seconds_before + time.monotonic() - started})
     finally:
         bar.close()
         logger.close()
