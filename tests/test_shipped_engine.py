@@ -1,0 +1,40 @@
+"""The Breakout engine this project trained and ships in weights/atari/Breakout (what `diamond-play atari
+Breakout` plays offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import diamond_play
+from diamond_play.cli import main
+from diamond_play.weights.loading import default_weights
+
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "atari" / "Breakout"
+
+
+def test_shipped_breakout_engine_loads_with_provenance_and_eval_numbers():
+    agent = diamond_play.load_agent(SHIPPED)
+    cfg = agent.config
+    assert cfg.game == "Breakout" and cfg.kind == "atari" and agent.rew_end_model is not None
+    for key in ("data", "command", "machine", "denoiser_steps", "trained_with", "date"):
+        assert cfg.provenance.get(key), key
+    assert {"one_step_psnr", "baseline_one_step_psnr", "open_loop_psnr_h4", "open_loop_psnr_h16",
+            "reward_accuracy"} <= set(cfg.metrics["eval"])
+    assert sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file()) <= 20 * 2**20
+    assert default_weights("atari", "Breakout").resolve() == SHIPPED
+
+
+def test_eval_of_the_shipped_engine_on_a_small_held_out_set(tmp_path, capsys):
+    """Fresh held-out episodes from the real game (never in the training data), horizons 1 and 4."""
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(SHIPPED), "--episodes", "1", "--max-horizon", "4", "--strip", str(tmp_path / "s.png"),
+                 "--json", str(out), "--seed", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "one-step PSNR" in table and "repeat-last" in table and (tmp_path / "s.png").stat().st_size > 0
+    metrics = json.loads(out.read_text())
+    assert metrics["one_step_psnr"] > 10 and "baseline_open_loop_psnr_h4" in metrics
+
+
+def test_atari_breakout_plays_the_shipped_engine_by_default():
+    assert main(["atari", "Breakout", "--headless", "--frames", "3", "--actions", "random"]) == 0
