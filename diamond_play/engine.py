@@ -20,6 +20,7 @@ from diamond_play.config import SamplerConfig, SamplingConfig
 from diamond_play.data.spawns import StartState
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
+from diamond_play.models.blocks import NormConditioned
 from diamond_play.models.denoiser import Denoiser, Randn, bicubic_upsample, make_randn
 from diamond_play.models.rew_end import RewEndModel
 from diamond_play.sampling import sample
@@ -158,14 +159,13 @@ def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device
             model.to(memory_format=torch.channels_last)
         if mode.bf16:
             store_autocast_weights_in_bf16(model)
-    if mode.inference_kernels and agent.rew_end_model is not None:
-        agent.rew_end_model.encoder.fuse_norm_conditioning()
-    for den in (agent.denoiser, agent.upsampler):
-        if den is None:
-            continue
         if mode.inference_kernels:
-            den.inner_model.fuse_norm_conditioning()
-        den.fast_inner_model = compile_inner_model(den, device) if mode.compile and compile_now else None
+            for part in model.modules():
+                if isinstance(part, NormConditioned):
+                    part.fuse_norm_conditioning()
+    for den in (agent.denoiser, agent.upsampler):
+        if den is not None:
+            den.fast_inner_model = compile_inner_model(den, device) if mode.compile and compile_now else None
 
 
 def rew_end_step_fn(model: RewEndModel, mode: ExecutionMode, compile_now: bool = True):

@@ -43,6 +43,8 @@ def test_bf16_weight_storage_is_bit_identical_to_autocast(conformance_dir):
     engine.step(1)
     assert agent.denoiser.inner_model.conv_in.weight.dtype == torch.bfloat16
     assert engine.agent.rew_end_model.lstm.weight_ih_l0.dtype == torch.float32
+    assert agent.denoiser.inner_model.norm_conditioning is not None  # optimised modes fuse the norm conditioning
+    assert agent.rew_end_model.encoder.norm_conditioning is not None
 
     ref = diamond_play.load_agent(conformance_dir / "atari" / "agent.pt")
     ref.denoiser.inner_model.fuse_norm_conditioning()
