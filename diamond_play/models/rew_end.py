@@ -58,30 +58,34 @@ class RewEndModel(nn.Module):
                         hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
         """obs/next_obs (B, T, C, H, W) in [-1, 1], act (B, T) -> reward logits (B, T, 3) for clipped reward
         -1/0/+1, end logits (B, T, 2), and the LSTM state (h, c), each (1, B, lstm_dim)."""
-        b, t, c, h, w = obs.shape
-        x = torch.cat((obs.reshape(b * t, c, h, w), next_obs.reshape(b * t, c, h, w)), dim=1)
-        x = self.encoder(x, self.act_emb(act.reshape(b * t)))
-        x, hx_cx = self.lstm(x.reshape(b, t, -1), hx_cx)
-        logits = self.head(x)
-        return logits[:, :, :NUM_REWARD_CLASSES], logits[:, :, NUM_REWARD_CLASSES:], hx_cx
+        x, hx_cx = self.lstm(self.encode(obs, act, next_obs), hx_cx)
+        return *self.rew_end_logits(x), hx_cx
 
     def predict_rew_end_one_step(self, obs: Tensor, act: Tensor, next_obs: Tensor,
                                  hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
         """`predict_rew_end` for one time step (T = 1) at inference, the play engine's per-frame call: the LSTM
         as a single fp32 cell, several times faster than the sequence kernel for one step; same maths up to
         float rounding."""
-        b, t, c, h, w = obs.shape
-        if t != 1:
-            raise ValueError(f"predict_rew_end_one_step takes one time step, got {t}")
-        x = self.encoder(torch.cat((obs[:, 0], next_obs[:, 0]), dim=1), self.act_emb(act.reshape(b)))
+        if obs.shape[1] != 1:
+            raise ValueError(f"predict_rew_end_one_step takes one time step, got {obs.shape[1]}")
         lstm = self.lstm
-        x = x.reshape(b, -1).to(lstm.weight_ih_l0.dtype)
+        x = self.encode(obs, act, next_obs)[:, 0].to(lstm.weight_ih_l0.dtype)
         if hx_cx is None:
-            hx_cx = (x.new_zeros(1, b, lstm.hidden_size), x.new_zeros(1, b, lstm.hidden_size))
+            hx_cx = (x.new_zeros(1, len(x), lstm.hidden_size), x.new_zeros(1, len(x), lstm.hidden_size))
         hx, cx = torch.lstm_cell(x, (hx_cx[0][0].to(x.dtype), hx_cx[1][0].to(x.dtype)), lstm.weight_ih_l0,
                                  lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-        logits = self.head(hx)[:, None]
-        return logits[:, :, :NUM_REWARD_CLASSES], logits[:, :, NUM_REWARD_CLASSES:], (hx[None], cx[None])
+        return *self.rew_end_logits(hx[:, None]), (hx[None], cx[None])
+
+    def encode(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        """(B, T) transitions -> encoder features (B, T, F), the LSTM's input."""
+        b, t, c, h, w = obs.shape
+        x = torch.cat((obs.reshape(b * t, c, h, w), next_obs.reshape(b * t, c, h, w)), dim=1)
+        return self.encoder(x, self.act_emb(act.reshape(b * t))).reshape(b, t, -1)
+
+    def rew_end_logits(self, lstm_out: Tensor) -> tuple[Tensor, Tensor]:
+        """LSTM outputs (B, T, lstm_dim) -> reward logits (B, T, 3), end logits (B, T, 2)."""
+        logits = self.head(lstm_out)
+        return logits[:, :, :NUM_REWARD_CLASSES], logits[:, :, NUM_REWARD_CLASSES:]
 
     def forward(self, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor,
                 mask_padding: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
