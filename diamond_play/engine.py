@@ -130,13 +130,14 @@ def default_execution_mode(device: torch.device) -> ExecutionMode:
     return EXECUTION_MODES["eager-fp32"]
 
 
-def compile_inner_model(den: Denoiser, device: torch.device):
+def compile_denoise(den: Denoiser, device: torch.device):
+    """One graph per denoiser call: preconditioning, U-Net and output rounding, reused by every sampler step."""
     if device.type == "cpu":
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant-fold weights into the graph (inference only)
-    # On GPUs, CUDA graphs replay each compiled network with one launch (reduce-overhead).
-    return torch.compile(den.inner_model, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
+    # On GPUs, CUDA graphs replay each compiled call with one launch (reduce-overhead).
+    return torch.compile(den.denoise_batch, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def store_autocast_weights_in_bf16(model: nn.Module) -> None:
@@ -163,9 +164,11 @@ def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device
             for part in model.modules():
                 if isinstance(part, NormConditioned):
                     part.fuse_norm_conditioning()
+            if isinstance(model, RewEndModel):
+                model.fuse_lstm_step(torch.bfloat16 if mode.bf16 else torch.float32)
     for den in (agent.denoiser, agent.upsampler):
         if den is not None:
-            den.fast_inner_model = compile_inner_model(den, device) if mode.compile and compile_now else None
+            den.fast_denoise = compile_denoise(den, device) if mode.compile and compile_now else None
 
 
 def rew_end_step_fn(model: RewEndModel, mode: ExecutionMode, compile_now: bool = True):
@@ -237,17 +240,17 @@ class WorldModelEngine:
                 compiled = {}
                 randn = make_randn(self.device, generator=torch.Generator(self.device).manual_seed(0))
                 den = self.agent.denoiser
-                shadow = copy.copy(den)  # shares the parameters; its own fast_inner_model
-                shadow.fast_inner_model = compile_inner_model(den, self.device)
+                shadow = copy.copy(den)  # shares the parameters; its own fast_denoise
+                shadow.fast_denoise = compile_denoise(shadow, self.device)
                 with torch.no_grad(), self.autocast():
                     low = predict_low_res(shadow, self.sampling.dynamics, self.obs.clone(), self.act.clone(), randn)
-                    compiled[den] = shadow.fast_inner_model
+                    compiled[den] = shadow.fast_denoise
                     up = self.agent.upsampler
                     if up is not None and self.full_res is not None and self.sampling.upsampler is not None:
                         shadow_up = copy.copy(up)
-                        shadow_up.fast_inner_model = compile_inner_model(up, self.device)
+                        shadow_up.fast_denoise = compile_denoise(shadow_up, self.device)
                         upsample_frame(shadow_up, self.sampling.upsampler, low, self.full_res.clone(), randn)
-                        compiled[up] = shadow_up.fast_inner_model
+                        compiled[up] = shadow_up.fast_denoise
                     rew_end_step = None
                     if self.agent.rew_end_model is not None:
                         rew_end_step = rew_end_step_fn(self.agent.rew_end_model, self.mode)
@@ -255,7 +258,7 @@ class WorldModelEngine:
                         state = (torch.zeros(1, 1, dim, device=self.device), torch.zeros(1, 1, dim, device=self.device))
                         rew_end_step(self.obs[:, -1:].clone(), self.act[:, -1:].clone(), low[:, None], state)
                 for module, fn in compiled.items():
-                    module.fast_inner_model = fn  # one attribute store: the next step uses it
+                    module.fast_denoise = fn  # one attribute store: the next step uses it
                 if rew_end_step is not None:
                     self.rew_end_step = rew_end_step
                 self.compile_state = "compiled"
@@ -297,8 +300,10 @@ class WorldModelEngine:
         if self.agent.rew_end_model is not None and n > 1:
             # Burn the LSTM in on the conditioning frames, as the official world-model env does.
             with self.autocast():
-                _, _, self.rew_end_state = self.agent.rew_end_model.predict_rew_end(
+                _, _, state = self.agent.rew_end_model.predict_rew_end(
                     self.obs[:, :-1], self.act[:, :-1], self.obs[:, 1:])
+            # fp32 like the per-frame steps' state (autocast may run the burn-in LSTM in bf16): one compiled graph
+            self.rew_end_state = (state[0].float(), state[1].float())
         self.steps = 0
         self.started = True
         return self.current_frame()

@@ -104,7 +104,7 @@ def test_compiled_play_starts_eager_and_switches_when_the_background_compile_is_
     engine.step(1)  # plays at once, eagerly if the compile is still running
     session.compile_thread.join(timeout=600)
     assert engine.compile_state == "compiled", engine.compile_state
-    assert engine.agent.denoiser.fast_inner_model is not None
+    assert engine.agent.denoiser.fast_denoise is not None
     before = engine.obs[0, -1].clone()
     result = engine.step(1)
     assert result.frame.shape == (64, 64, 3) and not torch.equal(engine.obs[0, -1], before)

@@ -143,15 +143,18 @@ def test_fused_norm_conditioning_matches_per_norm_linears(kind):
 
 
 def test_rew_end_one_step_inference_matches_the_sequence_model():
-    """The play engine's optimised per-frame call (fused norm conditioning, single LSTM cell) steps through a
-    sequence like the reference model does, state and all."""
+    """The play engine's optimised per-frame call (fused norm conditioning, one-matmul LSTM step) steps through a
+    sequence like the reference model does, state and all; with bf16 LSTM weights it stays close."""
     model = tiny_agent("atari").rew_end_model.eval()
     obs = torch.rand(2, 6, 3, 64, 64) * 2 - 1
     act = torch.randint(0, 4, (2, 5))
     keys = set(model.state_dict())
     with torch.no_grad():
         rew, end, state = model.predict_rew_end(obs[:, :-1], act, obs[:, 1:])
+        with pytest.raises(RuntimeError, match="fuse_lstm_step"):
+            model.predict_rew_end_one_step(obs[:, :1], act[:, :1], obs[:, 1:2])
         model.encoder.fuse_norm_conditioning()
+        model.fuse_lstm_step()
         step_state = None
         for t in range(5):
             r, e, step_state = model.predict_rew_end_one_step(obs[:, t:t + 1], act[:, t:t + 1], obs[:, t + 1:t + 2],
@@ -162,3 +165,12 @@ def test_rew_end_one_step_inference_matches_the_sequence_model():
     assert set(model.state_dict()) == keys
     with pytest.raises(ValueError, match="one time step"):
         model.predict_rew_end_one_step(obs[:, :2], act[:, :2], obs[:, 1:3])
+    model.fuse_lstm_step(torch.bfloat16)
+    with torch.no_grad():
+        step_state = None
+        for t in range(5):
+            r, e, step_state = model.predict_rew_end_one_step(obs[:, t:t + 1], act[:, t:t + 1], obs[:, t + 1:t + 2],
+                                                              step_state)
+    assert step_state[0].dtype == torch.float32 and step_state[1].dtype == torch.float32
+    assert torch.allclose(r, rew[:, -1:], atol=2e-2) and torch.allclose(e, end[:, -1:], atol=2e-2)
+    assert all(torch.allclose(a, b, atol=2e-2) for a, b in zip(state, step_state, strict=True))

@@ -153,9 +153,10 @@ class Denoiser(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inner_model = InnerModel(cfg.inner_model)
-        # An optimised callable standing in for inner_model at inference (e.g. torch.compile'd); kept outside the
-        # module tree so state dicts and parameters are unchanged.
-        object.__setattr__(self, "fast_inner_model", None)
+        # An optimised callable standing in for `denoise_batch` at inference (e.g. torch.compile'd, so the
+        # preconditioning and the output rounding fuse into the network's graph); kept outside the module tree so
+        # state dicts and parameters are unchanged.
+        object.__setattr__(self, "fast_denoise", None)
 
     @property
     def is_upsampler(self) -> bool:
@@ -170,8 +171,7 @@ class Denoiser(nn.Module):
 
     def model_output(self, noisy_next_obs: Tensor, obs: Tensor, act: Tensor | None, cs: Conditioners) -> Tensor:
         """F(c_in·x, c_noise, [c_noise_cond], obs/σ_data, act)."""
-        inner = self.fast_inner_model if self.fast_inner_model is not None and not self.training else self.inner_model
-        return inner(noisy_next_obs * cs.c_in, cs.c_noise, cs.c_noise_cond, obs / self.cfg.sigma_data, act)
+        return self.inner_model(noisy_next_obs * cs.c_in, cs.c_noise, cs.c_noise_cond, obs / self.cfg.sigma_data, act)
 
     @staticmethod
     def denoised_raw(noisy_next_obs: Tensor, model_output: Tensor, cs: Conditioners) -> Tensor:
@@ -191,6 +191,13 @@ class Denoiser(nn.Module):
         sigma = as_batch_sigma(sigma, b, noisy_next_obs)
         if sigma_cond is not None:
             sigma_cond = as_batch_sigma(sigma_cond, b, noisy_next_obs)
+        fast = self.fast_denoise if self.fast_denoise is not None and not self.training else None
+        return (fast or self.denoise_batch)(noisy_next_obs, sigma, obs, act, sigma_cond)
+
+    def denoise_batch(self, noisy_next_obs: Tensor, sigma: Tensor, obs: Tensor, act: Tensor | None,
+                      sigma_cond: Tensor | None) -> Tensor:
+        """`denoise` with sigma (and sigma_cond) already per sample (B,): the maths, what compiled modes compile.
+        Sigma is a tensor input, so every sampler step reuses one compiled graph."""
         cs = self.conditioners(sigma, sigma_cond)
         out = self.model_output(noisy_next_obs, obs, act, cs)
         return quantize_to_uint8_levels(self.denoised_raw(noisy_next_obs, out, cs))

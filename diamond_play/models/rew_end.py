@@ -53,6 +53,7 @@ class RewEndModel(nn.Module):
             nn.Linear(cfg.lstm_dim, NUM_REWARD_CLASSES + NUM_END_CLASSES, bias=False),
         )
         init_lstm(self.lstm)
+        object.__setattr__(self, "lstm_step", None)  # see fuse_lstm_step
 
     def predict_rew_end(self, obs: Tensor, act: Tensor, next_obs: Tensor,
                         hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
@@ -61,19 +62,34 @@ class RewEndModel(nn.Module):
         x, hx_cx = self.lstm(self.encode(obs, act, next_obs), hx_cx)
         return *self.rew_end_logits(x), hx_cx
 
+    def fuse_lstm_step(self, dtype: torch.dtype = torch.float32) -> None:
+        """Inference with frozen weights: keep the LSTM's input and hidden weights as one (4H, F + H) matrix in
+        `dtype` (bf16 in bf16 modes: the 5M-weight LSTM is most of the per-frame memory traffic) for
+        `predict_rew_end_one_step`. Kept outside the module tree, so state dicts are unchanged."""
+        lstm = self.lstm
+        weight = torch.cat((lstm.weight_ih_l0, lstm.weight_hh_l0), dim=1).detach().to(dtype)
+        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().float()
+        object.__setattr__(self, "lstm_step", (weight, bias))
+
     def predict_rew_end_one_step(self, obs: Tensor, act: Tensor, next_obs: Tensor,
                                  hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
-        """`predict_rew_end` for one time step (T = 1) at inference, the play engine's per-frame call: the LSTM
-        as a single fp32 cell, several times faster than the sequence kernel for one step; same maths up to
-        float rounding."""
+        """`predict_rew_end` for one time step (T = 1) at inference, the play engine's per-frame call (after
+        `fuse_lstm_step`): the LSTM as one matmul over [input, h] and fp32 gate maths, several times faster than
+        the sequence kernel for one step; same maths up to float rounding."""
         if obs.shape[1] != 1:
             raise ValueError(f"predict_rew_end_one_step takes one time step, got {obs.shape[1]}")
-        lstm = self.lstm
-        x = self.encode(obs, act, next_obs)[:, 0].to(lstm.weight_ih_l0.dtype)
+        if self.lstm_step is None:
+            raise RuntimeError("call fuse_lstm_step() before predict_rew_end_one_step()")
+        weight, bias = self.lstm_step
+        x = self.encode(obs, act, next_obs)[:, 0]
         if hx_cx is None:
-            hx_cx = (x.new_zeros(1, len(x), lstm.hidden_size), x.new_zeros(1, len(x), lstm.hidden_size))
-        hx, cx = torch.lstm_cell(x, (hx_cx[0][0].to(x.dtype), hx_cx[1][0].to(x.dtype)), lstm.weight_ih_l0,
-                                 lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            zeros = x.new_zeros(1, len(x), self.lstm.hidden_size, dtype=torch.float32)
+            hx_cx = (zeros, zeros)
+        hx, cx = hx_cx[0][0], hx_cx[1][0]
+        gates = F.linear(torch.cat((x.to(weight.dtype), hx.to(weight.dtype)), dim=1), weight).float() + bias
+        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # nn.LSTM's gate order
+        cx = forget_gate.sigmoid() * cx.float() + in_gate.sigmoid() * cell_gate.tanh()
+        hx = out_gate.sigmoid() * cx.tanh()
         return *self.rew_end_logits(hx[:, None]), (hx[None], cx[None])
 
     def encode(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
