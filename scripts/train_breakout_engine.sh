@@ -11,7 +11,7 @@ if [ ! -f "$DATA/test/dataset.yaml" ]; then
   python -m data_tools.atari_collect Breakout "$DATA" --frames 100000 --test-frames 10000 --policy mix --seed 0
 fi
 if [ -f "$RUN/checkpoints/state.pt" ]; then
-  exec diamond-play train engine --resume "$RUN" "$@"
+  exec diamond-play train engine --resume "$RUN" "$@"  # the run keeps its config; overrides here are saved into it
 fi
 exec diamond-play train engine --data "$DATA/train" --out "$RUN" --preset small amp=true epochs=60 \
   steps_per_epoch=200 rew_end_steps_per_epoch=25 rew_end_batch_size=16 sample_every=5 "$@"
