@@ -18,7 +18,7 @@ from helpers import free_port, tiny_agent
 import diamond_play
 from diamond_play.cli import main
 from diamond_play.data.episodes import Dataset
-from diamond_play.train.core import OptimConfig, decayed_parameter_groups
+from diamond_play.train.core import ModelTrainer, OptimConfig, decayed_parameter_groups
 
 TESTS = Path(__file__).parent
 TINY = ["--preset", "tiny", "batch_size=4", "rew_end_batch_size=2", "rew_end_seq_length=6", "sample_every=1"]
@@ -54,6 +54,21 @@ def test_weight_decay_only_on_linear_conv_lstm_weights():
     assert "denoiser.inner_model.norm_out.norm.weight" not in decayed
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(agent.parameters()))
     assert OptimConfig().warmup_steps == 100
+
+
+def test_optimiser_settings_given_on_resume_take_effect():
+    model = torch.nn.Linear(3, 2)
+    device = torch.device("cpu")
+    before = ModelTrainer("m", model, OptimConfig(lr=1e-4, warmup_steps=4), device)
+    batch = iter(lambda: torch.ones(1, 3), None)
+    for _ in range(2):
+        before.step(batch, lambda module, x: (module(x).sum(), {}))
+    resumed = ModelTrainer("m", model, OptimConfig(lr=1e-3, weight_decay=0.1, warmup_steps=4), device)
+    resumed.load_state_dict(before.state_dict())
+    assert resumed.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 3 / 4)  # still in warm-up, at the new lr
+    assert resumed.opt.param_groups[0]["weight_decay"] == 0.1 and resumed.opt.param_groups[1]["weight_decay"] == 0
+    metrics = resumed.step(batch, lambda module, x: (module(x).sum(), {}))
+    assert metrics["m/lr"] == pytest.approx(1e-3)
 
 
 def test_train_engine_run_export_and_resume(breakout_data, tmp_path, capsys):

@@ -161,6 +161,14 @@ class ModelTrainer:
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.steps = state["steps"]
+        # The saved optimiser carries the settings the run started with; `key=value` given on resume (e.g. a higher
+        # rew_end_optim.lr) must win, or the override would be silently ignored.
+        lr = self.cfg.lr * self.sched.lr_lambdas[0](self.sched.last_epoch)
+        self.sched.base_lrs = [self.cfg.lr] * len(self.opt.param_groups)
+        self.sched._last_lr = [lr] * len(self.opt.param_groups)
+        for group in self.opt.param_groups:
+            group["initial_lr"], group["lr"], group["eps"] = self.cfg.lr, lr, self.cfg.eps
+        self.opt.param_groups[0]["weight_decay"] = self.cfg.weight_decay  # see decayed_parameter_groups
 
 
 def run_phase(trainer: ModelTrainer, micro_batches: Iterator[Any],
