@@ -16,7 +16,7 @@ from diamond_play.config import ATARI_SAMPLER
 from diamond_play.data.episodes import Episode
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.train.atari import AtariTrainConfig, actor_critic_loss_fn, forever
-from diamond_play.train.core import ModelTrainer, OptimConfig, init_distributed
+from diamond_play.train.core import ModelTrainer, OptimConfig, finish_distributed, init_distributed
 from diamond_play.train.rl import ImaginedEnvs, RolloutRunner
 from diamond_play.train.world_model import batches, denoiser_loss, upsampler_loss
 
@@ -62,8 +62,7 @@ def main() -> None:
     if info.is_main:
         with open(sys.argv[1], "w") as f:
             json.dump({"digests": digests, "changed": changed, "world_size": info.world_size}, f)
-    dist.barrier()  # both ranks reach teardown together: a rank leaving early made gloo abort its peer (flaky)
-    dist.destroy_process_group()
+    finish_distributed(info)
 
 
 if __name__ == "__main__":

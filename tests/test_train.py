@@ -144,6 +144,20 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     assert verdict["digests"][0] == verdict["digests"][1]
 
 
+def test_readme_torchrun_command_trains_an_engine_and_exits_cleanly(breakout_data, tmp_path):
+    """The README's multi-process command, end to end on 2 CPU processes (gloo): both ranks finish with exit 0."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             "--master_port", str(free_port()), "-m", "diamond_play", "train", "engine",
+                             "--data", str(breakout_data / "train"), "--out", str(run), *TINY, "epochs=1",
+                             "steps_per_epoch=2", "rew_end_steps_per_epoch=1", "sample_every=0"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len((run / "log.csv").read_text().splitlines()) == 2  # one epoch, logged once (rank 0)
+    assert diamond_play.load_agent(run).config.provenance["denoiser_steps"] == 2
+
+
 def test_segment_batches_feed_both_losses(breakout_data):
     from diamond_play.data.segments import SegmentSampler
 

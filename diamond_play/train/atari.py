@@ -59,6 +59,7 @@ from diamond_play.train.core import (
     RunLogger,
     broadcast_object,
     build_run_config,
+    finish_distributed,
     init_distributed,
     progress,
     resolve_device,
@@ -508,6 +509,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     finally:
         bar.close()
         logger.close()
+    finish_distributed(dist_info)
     return run.root
 
 

@@ -67,6 +67,14 @@ def init_distributed(device: str) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def finish_distributed(info: DistInfo) -> None:
+    """Leave the process group together at the end of a run: a rank exiting while its peer still tears down made
+    gloo abort that peer (seen in the tests), which would turn a finished torchrun job into a failed one."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
     if not info.enabled:
         return obj

@@ -45,6 +45,7 @@ from diamond_play.train.core import (
     RunDir,
     RunLogger,
     build_run_config,
+    finish_distributed,
     init_distributed,
     progress,
     resolve_device,
@@ -342,4 +343,5 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
     finally:
         bar.close()
         logger.close()
+    finish_distributed(dist_info)
     return run.root
