@@ -52,6 +52,10 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
     return s.flatten(1).mean(1)
 
 
+REW_END_METRICS = ("reward_accuracy", "nonzero_reward_recall", "nonzero_reward_precision", "end_accuracy",
+                   "end_recall", "end_precision")
+
+
 @dataclass
 class EvalResult:
     one_step_psnr: float
@@ -62,8 +66,10 @@ class EvalResult:
     baseline_open_loop_psnr: dict[int, float] = field(default_factory=dict)
     reward_accuracy: float | None = None
     nonzero_reward_recall: float | None = None
+    nonzero_reward_precision: float | None = None  # of the steps predicted non-zero, the share that were right
     end_accuracy: float | None = None
     end_recall: float | None = None
+    end_precision: float | None = None
     num_episodes: int = 0
     num_frames: int = 0
 
@@ -74,13 +80,9 @@ class EvalResult:
                  for h in sorted(self.open_loop_psnr)]
         lines = [f"{'metric':28s} {'model':>8s} {'repeat-last':>12s} {'gain':>8s}", "-" * 60]
         lines += [f"{name:28s} {m:8.3f} {b:12.3f} {m - b:+8.3f}" for name, m, b in rows]
-        if self.reward_accuracy is not None:
-            lines.append(f"{'reward accuracy':28s} {self.reward_accuracy:8.3f}")
-            if self.nonzero_reward_recall is not None:
-                lines.append(f"{'nonzero-reward recall':28s} {self.nonzero_reward_recall:8.3f}")
-            lines.append(f"{'end accuracy':28s} {self.end_accuracy:8.3f}")
-            if self.end_recall is not None:
-                lines.append(f"{'end recall':28s} {self.end_recall:8.3f}")
+        for name in REW_END_METRICS:  # absent without a reward/termination model or without such steps
+            if getattr(self, name) is not None:
+                lines.append(f"{name.replace('_', ' ').replace('nonzero ', 'nonzero-'):28s} {getattr(self, name):8.3f}")
         lines.append(f"({self.num_episodes} held-out episodes, {self.num_frames} frames)")
         return "\n".join(lines)
 
@@ -90,7 +92,7 @@ class EvalResult:
         for h in self.open_loop_psnr:
             out[f"open_loop_psnr_h{h}"] = self.open_loop_psnr[h]
             out[f"baseline_open_loop_psnr_h{h}"] = self.baseline_open_loop_psnr[h]
-        for k in ("reward_accuracy", "nonzero_reward_recall", "end_accuracy", "end_recall"):
+        for k in REW_END_METRICS:
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         return {k: round(float(v), 4) for k, v in out.items()}
@@ -179,7 +181,7 @@ def rew_end_accuracy(agent: Agent, episodes: list[Episode], device: torch.device
     model = agent.rew_end_model
     if model is None:
         return None
-    correct_r = correct_e = total = nz_total = nz_hit = end_total = end_hit = 0
+    correct_r = correct_e = total = nz_total = nz_hit = nz_pred = end_total = end_hit = end_pred = 0
     for e in episodes:
         if len(e) < 2:
             continue
@@ -201,10 +203,17 @@ def rew_end_accuracy(agent: Agent, episodes: list[Episode], device: torch.device
         nz = true_r != 1
         nz_total += int(nz.sum())
         nz_hit += int((pred_r[nz] == true_r[nz]).sum())
+        nz_pred += int((pred_r != 1).sum())
         end_total += int(true_e.sum())
         end_hit += int(((pred_e == 1) & (true_e == 1)).sum())
-    return (correct_r / max(total, 1), nz_hit / nz_total if nz_total else math.nan, correct_e / max(total, 1),
-            end_hit / end_total if end_total else math.nan)
+        end_pred += int((pred_e == 1).sum())
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else math.nan
+
+    # In REW_END_METRICS order; nan where undefined (no such steps), reported as absent.
+    return (ratio(correct_r, total), ratio(nz_hit, nz_total), ratio(nz_hit, nz_pred), ratio(correct_e, total),
+            ratio(end_hit, end_total), ratio(end_hit, end_pred))
 
 
 def held_out_episodes(data: Path | None, game: str, episodes: int, seed: int) -> list[Episode]:
@@ -235,8 +244,8 @@ def evaluate(agent: Agent, episodes: list[Episode], device: torch.device | str =
                         num_frames=sum(len(e) for e in episodes))
     acc = rew_end_accuracy(agent, episodes, device)
     if acc is not None:
-        result.reward_accuracy, result.nonzero_reward_recall, result.end_accuracy, result.end_recall = (
-            None if math.isnan(v) else v for v in acc)
+        for name, value in zip(REW_END_METRICS, acc, strict=True):
+            setattr(result, name, None if math.isnan(value) else value)
     return result, strip
 
 

@@ -171,6 +171,29 @@ def test_segment_batches_feed_both_losses(breakout_data):
     assert torch.isfinite(loss) and torch.isfinite(rloss) and np.isfinite(metrics["loss_end"])
 
 
+def test_reward_and_end_recall_and_precision_count_the_right_steps(breakout_data):
+    from diamond_play.evaluate import rew_end_accuracy
+
+    agent = tiny_agent("atari")
+    head = agent.rew_end_model.head
+    with torch.no_grad():  # a head that always says "reward +1" and "not the end"
+        head[0].weight.zero_()
+        head[0].bias.fill_(1.0)
+        head[2].weight.zero_()
+        head[2].weight[2] = 1.0  # reward class 2 = +1
+        head[2].weight[3] = 1.0  # end class 0 = not the end
+    ds = Dataset(breakout_data / "train")
+    episodes = [ds[i] for i in range(len(ds))]
+    steps = sum(len(e) - 1 for e in episodes) + sum(e.final_frame is not None for e in episodes)
+    rewarded = sum(int((e.rewards[: len(e) - 1 + (e.final_frame is not None)] > 0).sum()) for e in episodes)
+    assert rewarded > 0
+    reward_acc, recall, precision, end_acc, end_recall, end_precision = rew_end_accuracy(agent, episodes, "cpu")
+    assert reward_acc == pytest.approx(rewarded / steps) and recall == 1.0
+    assert precision == pytest.approx(rewarded / steps)
+    assert end_precision != end_precision  # nan: nothing predicted as an end
+    assert end_recall == 0.0 or end_recall != end_recall  # no end predicted (nan when the data has none)
+
+
 def test_eval_prints_the_table_and_writes_a_strip(breakout_data, tmp_path, capsys):
     from diamond_play.evaluate import psnr, ssim
 
