@@ -127,7 +127,8 @@ def test_headless_video_has_the_right_number_of_frames(atari_weights, tmp_path, 
     code = main(["atari", "Breakout", "--weights", str(atari_weights), "--headless", "--frames", "12", "--actions",
                  "random", "--record", str(video), "--seed", "1"])
     assert code == 0
-    assert "12 frames" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "12 frames" in out and "predicted reward" in out  # the engine has a reward/termination model
     cap = cv2.VideoCapture(str(video))
     count = 0
     while cap.read()[0]:
@@ -154,10 +155,14 @@ def test_recorded_dataset_matches_what_was_played(atari_weights, tmp_path, capsy
     # Replaying the same seed gives the same imagined frames: frames[t+1] is the frame shown after action t.
     agent = diamond_play.load_agent(atari_weights)
     session = PlaySession(agent, seed=3, horizon=1000)
-    shown = []
+    shown, episode_return = [], 0.0
     for a in range(10):
         outcome = session.step(a % 4)
         shown.append((outcome.frame, outcome.reset))
+        episode_return += outcome.reward
+        assert outcome.episode_return == episode_return  # what the HUD shows as "return"
+        if outcome.reset:
+            episode_return = 0.0
     first = episodes[0]
     for t in range(len(first) - 1):
         assert np.array_equal(first.frames[t + 1], shown[t][0])

@@ -106,13 +106,15 @@ def screen_pixels(surface: pygame.Surface) -> np.ndarray:
 @dataclass
 class Stats:
     latencies: list[float]
+    predicted_reward: float | None = None  # summed over the whole session (engines with a reward model)
 
     def summary(self) -> str:
         if not self.latencies:
             return "no frames"
         ms = np.array(self.latencies) * 1000
+        reward = "" if self.predicted_reward is None else f", predicted reward {self.predicted_reward:+.0f}"
         return (f"{len(ms)} frames: model latency p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} "
-                f"ms, mean {ms.mean():.1f} ms ({1000 / ms.mean():.2f} fps)")
+                f"ms, mean {ms.mean():.1f} ms ({1000 / ms.mean():.2f} fps){reward}")
 
 
 def action_label(session: PlaySession, action) -> str:
@@ -156,13 +158,16 @@ class AppState:
         if last is not None:
             lines.append(f"action {action_label(s, last.action)}")
             if last.reward is not None:
-                lines.append(f"reward {last.reward:+.0f}  end {'yes' if last.end else 'no'}")
+                lines.append(f"reward {last.reward:+.0f}  return {last.episode_return:.0f}  "
+                             f"end {'yes' if last.end else 'no'}")
         return lines
 
     def record_outcome(self, outcome: Outcome) -> None:
         self.last = outcome
         self.shown_times.append(time.perf_counter())
         self.stats.latencies.append(outcome.latency_s)
+        if outcome.reward is not None:
+            self.stats.predicted_reward = (self.stats.predicted_reward or 0.0) + outcome.reward
 
 
 def next_action(state: AppState, controls, scripted) -> int | np.ndarray:

@@ -26,6 +26,7 @@ class Outcome:
     end: bool | None
     latency_s: float
     reset: bool = False  # the world model was re-seeded after this step (end or horizon)
+    episode_return: float | None = None  # predicted rewards summed since the last reset, this step included
 
 
 class Policy:
@@ -123,6 +124,7 @@ class PlaySession:
         if restart_real and isinstance(self.starts, AtariStarts):
             self.starts.restart()
         self.frame = self.engine.reset(self.starts.start_state())
+        self.episode_return = 0.0
         if self.policy is not None:
             self.policy.reset(self.engine)
         return self.frame
@@ -140,7 +142,10 @@ class PlaySession:
         real = self.starts.step(int(action)) if isinstance(self.starts, AtariStarts) else None
         if self.recorder is not None:
             self.recorder.record(low_res_before, full_before, action, result.reward, result.end)
-        outcome = Outcome(result.frame, real, action, result.reward, result.end, result.latency_s)
+        if result.reward is not None:
+            self.episode_return += result.reward
+        outcome = Outcome(result.frame, real, action, result.reward, result.end, result.latency_s,
+                          episode_return=self.episode_return if result.reward is not None else None)
         self.frame = result.frame
         if result.end or result.truncated:
             if self.recorder is not None:
