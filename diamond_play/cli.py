@@ -143,11 +143,16 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
 def check_out_or_resume(args: argparse.Namespace) -> None:
     if (args.out is None) == (args.resume is None):
         raise UserError("pass either --out RUN_DIR (new run) or --resume RUN_DIR (continue a run)")
+    if args.fresh_optimiser and args.resume is None:
+        raise UserError("--fresh-optimiser restarts an optimiser of a saved run: use it with --resume RUN_DIR")
 
 
 def add_run_dir_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="new run directory")
     p.add_argument("--resume", type=Path, help="continue the run in this directory (after a stop or a kill)")
+    p.add_argument("--fresh-optimiser", action="append", default=[], metavar="MODEL",
+                   help="with --resume: keep MODEL's weights (denoiser, rew_end, upsampler, actor_critic) but start "
+                   "its optimiser afresh, with a new warm-up (e.g. after raising its lr); repeatable")
 
 
 def cmd_train_engine(args: argparse.Namespace) -> None:
@@ -162,7 +167,7 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
     if args.upsampler:
         overrides.append("upsampler=true")
     layer = {"data": str(args.data) if args.data else "", **({"preset": args.preset} if args.preset else {})}
-    root = train_engine(args.out, args.resume, [layer], overrides, args.command_line)
+    root = train_engine(args.out, args.resume, [layer], overrides, args.command_line, args.fresh_optimiser)
     print(f"run saved in {root}; play it with: diamond-play play --weights {root}")
 
 
@@ -173,7 +178,8 @@ def cmd_train_csgo(args: argparse.Namespace) -> None:
     if args.resume is None and args.data is None:
         raise UserError("a new run needs --data DATASET (made by `python -m data_tools.csgo prepare`)")
     layers = csgo_layers(args.data, args.preset) if args.resume is None else []
-    root = train_engine(args.out, args.resume, layers, list(args.overrides), args.command_line)
+    root = train_engine(args.out, args.resume, layers, list(args.overrides), args.command_line,
+                        args.fresh_optimiser)
     print(f"run saved in {root}; play it with: diamond-play csgo --weights {root}")
 
 
@@ -187,7 +193,7 @@ def cmd_train_atari(args: argparse.Namespace) -> None:
     if len(games) > 1 or (args.resume is None and not games):
         raise UserError("name one game, e.g. `diamond-play train atari Breakout --out runs/breakout`")
     root = train_atari(games[0] if games else None, args.out, args.resume, args.preset, overrides,
-                       args.command_line)
+                       args.command_line, args.fresh_optimiser)
     print(f"run saved in {root}; watch its policy play in its world model with: "
           f"diamond-play play --weights {root} --actions policy")
 

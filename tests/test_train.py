@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -18,7 +19,8 @@ from helpers import free_port, tiny_agent
 import diamond_play
 from diamond_play.cli import main
 from diamond_play.data.episodes import Dataset
-from diamond_play.train.core import ModelTrainer, OptimConfig, decayed_parameter_groups
+from diamond_play.errors import UserError
+from diamond_play.train.core import ModelTrainer, OptimConfig, decayed_parameter_groups, restore_trainers
 
 TESTS = Path(__file__).parent
 TINY = ["--preset", "tiny", "batch_size=4", "rew_end_batch_size=2", "rew_end_seq_length=6", "sample_every=1"]
@@ -71,6 +73,22 @@ def test_optimiser_settings_given_on_resume_take_effect():
     assert metrics["m/lr"] == pytest.approx(1e-3)
 
 
+def test_fresh_optimiser_on_resume_keeps_weights_and_restarts_moments_and_warm_up():
+    device = torch.device("cpu")
+    model = torch.nn.Linear(3, 2)
+    before = ModelTrainer("m", model, OptimConfig(warmup_steps=4), device)
+    batch = iter(lambda: torch.ones(1, 3), None)
+    for _ in range(3):
+        before.step(batch, lambda module, x: (module(x).sum(), {}))
+    fresh = ModelTrainer("m", torch.nn.Linear(3, 2), OptimConfig(lr=1e-3, warmup_steps=4), device)
+    restore_trainers([fresh], {"m": before.state_dict()}, fresh_optimisers=["m"])
+    assert torch.equal(fresh.model.weight, model.weight) and fresh.steps == 3
+    assert not fresh.opt.state  # no AdamW moments carried over
+    assert fresh.step(batch, lambda module, x: (module(x).sum(), {}))["m/lr"] == pytest.approx(1e-3 * 2 / 4)  # warm-up from 0
+    with pytest.raises(UserError, match="--fresh-optimiser rew_end: this run trains m"):
+        restore_trainers([fresh], {"m": before.state_dict()}, fresh_optimisers=["rew_end"])
+
+
 def test_train_engine_run_export_and_resume(breakout_data, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "engine", "--data", str(breakout_data / "train"), "--out", str(run), *TINY]
@@ -81,9 +99,15 @@ def test_train_engine_run_export_and_resume(breakout_data, tmp_path, capsys):
     agent = diamond_play.load_agent(run)  # a run directory loads its latest checkpoint
     assert agent.config.game == "Breakout" and agent.config.kind == "atari"
     assert agent.config.provenance["denoiser_steps"] == 3 and "command" in agent.config.provenance
-    assert main(["train", "engine", "--resume", str(run), "epochs=2"]) == 0
-    rows = (run / "log.csv").read_text().splitlines()
-    assert [r.split(",")[:2] for r in rows[1:]] == [["3", "1.0"], ["6", "2.0"]]
+    capsys.readouterr()
+    assert main(["train", "engine", "--resume", str(run), "--fresh-optimiser", "upsampler", "epochs=2"]) == 2
+    assert "name one of those" in capsys.readouterr().err  # this run has no upsampler
+    assert main(["train", "engine", "--resume", str(run), "--fresh-optimiser", "rew_end", "epochs=2"]) == 0
+    log = list(csv.DictReader((run / "log.csv").open()))
+    assert [(r["step"], r["epoch"]) for r in log] == [("3", "1.0"), ("6", "2.0")]
+    # the denoiser's warm-up went on; the restarted reward/termination optimiser began a new one
+    assert float(log[1]["denoiser/lr"]) > float(log[0]["denoiser/lr"])
+    assert float(log[1]["rew_end/lr"]) == pytest.approx(float(log[0]["rew_end/lr"]))
     assert "epochs: 2" in (run / "config.yaml").read_text()
     provenance = diamond_play.load_agent(run).config.provenance
     assert "--data" in provenance["command"] and "--resume" not in provenance["command"]  # how the run started

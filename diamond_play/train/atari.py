@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from diamond_play.train.core import (
     init_distributed,
     progress,
     resolve_device,
+    restore_trainers,
     rng_state,
     run_phase,
     set_rng_state,
@@ -355,7 +357,7 @@ def load_config(run: RunDir, game: str | None, preset: str | None, resume: bool,
 
 
 def train_atari(game: str | None, out: Path | None, resume: Path | None, preset: str | None,
-                overrides: list[str], command: str = "") -> Path:
+                overrides: list[str], command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
     run = RunDir(resume or out)  # type: ignore[arg-type]
     cfg = load_config(run, game, preset, resume is not None, overrides)
@@ -407,8 +409,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     epoch, num_epochs, best = 0, None, -float("inf")
     if resume is not None:
         state = run.load_state()
-        for trainer, *_ in phases:
-            trainer.load_state_dict(state["trainers"][trainer.name])
+        restore_trainers([trainer for trainer, *_ in phases], state["trainers"], fresh_optimisers)
         # Each rank continues its own random stream and imagined episodes (a run resumed with a different number
         # of processes starts the extra ranks from rank 0's).
         own = dist_info.rank if dist_info.rank < len(state["rng"]) else 0

@@ -14,7 +14,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,11 +164,15 @@ class ModelTrainer:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                 "steps": self.steps}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], fresh_optimiser: bool = False) -> None:
         self.model.load_state_dict(state["model"])
+        self.steps = state["steps"]
+        if fresh_optimiser:
+            # Weights only: new AdamW moments and a new warm-up. Moments left by many steps at a low lr can keep a
+            # raised lr from moving the model for hundreds of steps.
+            return
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
-        self.steps = state["steps"]
         # The saved optimiser carries the settings the run started with; `key=value` given on resume (e.g. a higher
         # rew_end_optim.lr) must win, or the override would be silently ignored.
         lr = self.cfg.lr * self.sched.lr_lambdas[0](self.sched.last_epoch)
@@ -177,6 +181,18 @@ class ModelTrainer:
         for group in self.opt.param_groups:
             group["initial_lr"], group["lr"], group["eps"] = self.cfg.lr, lr, self.cfg.eps
         self.opt.param_groups[0]["weight_decay"] = self.cfg.weight_decay  # see decayed_parameter_groups
+
+
+def restore_trainers(trainers: Iterable[ModelTrainer], saved: dict[str, Any], fresh_optimisers: Iterable[str]) -> None:
+    """Load each trainer's saved state; the ones named in `fresh_optimisers` keep their weights only."""
+    trainers = list(trainers)
+    fresh = set(fresh_optimisers)
+    unknown = fresh - {t.name for t in trainers}
+    if unknown:
+        raise UserError(f"--fresh-optimiser {sorted(unknown)[0]}: this run trains "
+                        f"{', '.join(t.name for t in trainers)}; name one of those")
+    for t in trainers:
+        t.load_state_dict(saved[t.name], fresh_optimiser=t.name in fresh)
 
 
 def run_phase(trainer: ModelTrainer, micro_batches: Iterator[Any],

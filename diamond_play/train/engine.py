@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from diamond_play.train.core import (
     init_distributed,
     progress,
     resolve_device,
+    restore_trainers,
     rng_state,
     run_phase,
     set_rng_state,
@@ -237,7 +239,7 @@ def csgo_layers(data: Path, preset: str | None) -> list[dict[str, Any]]:
 
 
 def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str],
-                 command: str = "") -> Path:
+                 command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
     run = RunDir(resume or out)  # type: ignore[arg-type]
     if resume is not None:
@@ -300,8 +302,7 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
     epoch, best, seconds_before = 0, float("inf"), 0.0
     if resume is not None:
         state = run.load_state()
-        for t in trainers:
-            t.load_state_dict(state["trainers"][t.name])
+        restore_trainers(trainers, state["trainers"], fresh_optimisers)
         set_rng_state(state["rng"], {})
         epoch, best = state["epoch"], state["best"]
         seconds_before = float(state.get("train_seconds", 0.0))
