@@ -27,7 +27,13 @@ from diamond_play.config import (
     csgo_sampling,
 )
 from diamond_play.data.spawns import StartState
-from diamond_play.engine import EXECUTION_MODES, ExecutionMode, WorldModelEngine
+from diamond_play.engine import (
+    EXECUTION_MODES,
+    ExecutionMode,
+    WorldModelEngine,
+    available_execution_modes,
+    check_execution_mode,
+)
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
@@ -150,7 +156,9 @@ def run_play_bench(kind: str, preset: str, device: torch.device, frames: int, mo
                    weights: Path | None = None, warmup: int = 3) -> list[ModeResult]:
     unknown = [m for m in modes if m not in EXECUTION_MODES]
     if unknown:
-        raise UserError(f"unknown mode(s) {unknown}: choose from {', '.join(EXECUTION_MODES)}")
+        raise UserError(f"unknown mode(s) {unknown}: choose from {', '.join(available_execution_modes(device))}")
+    for name in modes:
+        check_execution_mode(EXECUTION_MODES[name], device)
     if "eager-fp32" not in modes:
         modes = ["eager-fp32", *modes]  # the reference every other mode is compared with
     agent = load_bench_agent(kind, weights)

@@ -245,7 +245,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     import torch
 
     from diamond_play.bench import format_table, machine_description, run_play_bench, write_json
-    from diamond_play.engine import EXECUTION_MODES
+    from diamond_play.engine import available_execution_modes
 
     device = torch.device(resolve_device(args.device))
     if args.kind == "train":
@@ -253,7 +253,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     if args.target is not None:
         raise UserError(f"unexpected {args.target!r}: `bench {args.kind}` takes no second word")
-    modes = args.modes.split(",") if args.modes else list(EXECUTION_MODES)
+    modes = args.modes.split(",") if args.modes else available_execution_modes(device)
     results = run_play_bench(args.kind, args.preset, device, args.frames, modes, args.weights)
     what = f"play {args.kind}" + (f" {args.preset}" if args.kind == "csgo" else "")
     print(f"{what}, batch 1, {args.frames} frames per mode on {machine_description(device)}")
@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["quality", "fast"], default="quality", help="CS:GO sampler preset")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--frames", type=int, default=20, help="timed frames per mode (after 3 warm-up frames)")
-    p.add_argument("--modes", help="comma-separated execution modes (default: all; eager-fp32 always runs)")
+    p.add_argument("--modes", help="comma-separated execution modes (default: all that run on the device; "
+                   "eager-fp32 always runs)")
     p.add_argument("--weights", type=Path, help="benchmark these weights instead of random ones (paper sizes)")
     p.add_argument("--json", type=Path, help="write the results as JSON")
     p.set_defaults(func=cmd_bench)

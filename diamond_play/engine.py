@@ -10,6 +10,7 @@ import copy
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,6 +108,9 @@ class ExecutionMode:
     # Inference-only rewrites of the reference code: one matmul for all the adaptive norms' scales/shifts per
     # network call instead of one per norm; the reward/termination LSTM as a single-step cell.
     inference_kernels: bool = False
+    # GPUs only: the whole frame (every dynamics and upsampler step) captured as one CUDA graph and replayed with
+    # one launch per frame, its noise drawn beforehand into fixed buffers (see `FrameGraph`).
+    cuda_graph: bool = False
 
 
 EXECUTION_MODES = {
@@ -116,8 +120,22 @@ EXECUTION_MODES = {
         ExecutionMode("eager-bf16-cl", bf16=True, channels_last=True, inference_kernels=True),
         ExecutionMode("compiled-fp32", compile=True, inference_kernels=True),
         ExecutionMode("compiled-bf16-cl", bf16=True, channels_last=True, compile=True, inference_kernels=True),
+        ExecutionMode("graph-bf16-cl", bf16=True, channels_last=True, inference_kernels=True, cuda_graph=True),
+        ExecutionMode("compiled-graph-bf16-cl", bf16=True, channels_last=True, compile=True, inference_kernels=True,
+                      cuda_graph=True),
     )
 }
+
+
+def available_execution_modes(device: torch.device) -> list[str]:
+    """The modes that run on `device` (CUDA-graph modes need a GPU)."""
+    return [name for name, m in EXECUTION_MODES.items() if device.type == "cuda" or not m.cuda_graph]
+
+
+def check_execution_mode(mode: ExecutionMode, device: torch.device) -> None:
+    if mode.cuda_graph and device.type != "cuda":
+        raise UserError(f"mode {mode.name} captures CUDA graphs and needs a GPU: on {device.type} use one of "
+                        f"{', '.join(available_execution_modes(device))}")
 
 
 def default_execution_mode(device: torch.device) -> ExecutionMode:
@@ -130,14 +148,16 @@ def default_execution_mode(device: torch.device) -> ExecutionMode:
     return EXECUTION_MODES["eager-fp32"]
 
 
-def compile_denoise(den: Denoiser, device: torch.device):
+def compile_denoise(den: Denoiser, device: torch.device, per_call_cuda_graphs: bool = True):
     """One graph per denoiser call: preconditioning, U-Net and output rounding, reused by every sampler step."""
     if device.type == "cpu":
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant-fold weights into the graph (inference only)
-    # On GPUs, CUDA graphs replay each compiled call with one launch (reduce-overhead).
-    return torch.compile(den.denoise_batch, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
+    # On GPUs, CUDA graphs replay each compiled call with one launch (reduce-overhead), unless the whole frame is
+    # captured as one graph around the compiled kernels.
+    overhead = device.type == "cuda" and per_call_cuda_graphs
+    return torch.compile(den.denoise_batch, dynamic=False, mode="reduce-overhead" if overhead else None)
 
 
 def store_autocast_weights_in_bf16(model: nn.Module) -> None:
@@ -168,13 +188,80 @@ def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device
                 model.fuse_lstm_step(torch.bfloat16 if mode.bf16 else torch.float32)
     for den in (agent.denoiser, agent.upsampler):
         if den is not None:
-            den.fast_denoise = compile_denoise(den, device) if mode.compile and compile_now else None
+            compiled = mode.compile and compile_now
+            den.fast_denoise = compile_denoise(den, device, not mode.cuda_graph) if compiled else None
 
 
 def rew_end_step_fn(model: RewEndModel, mode: ExecutionMode, compile_now: bool = True):
     """The reward/termination model's per-frame call (T = 1) for `mode`, compiled in compiled modes."""
     fn = model.predict_rew_end_one_step if mode.inference_kernels else model.predict_rew_end
     return torch.compile(fn, dynamic=False) if mode.compile and compile_now else fn
+
+
+class PredrawnNoise:
+    """A frame's N(0, 1) draws made ahead of it, into fixed buffers, in the order and shapes the frame takes them.
+
+    A replayed CUDA graph cannot call the random generator (each replay would reuse the captured draws), so the
+    engine draws into these buffers from its own generator before every replay: the random stream, and so the
+    frame, stays the one eager execution would give for the same seed."""
+
+    def __init__(self) -> None:
+        self.buffers: list[Tensor] = []
+        self.taken = 0
+
+    @classmethod
+    def laid_out_by(cls, frame: Callable[[Randn], object], device: torch.device) -> PredrawnNoise:
+        """Buffers for every draw `frame(randn)` makes, found by running it once on a throwaway generator."""
+        noise = cls()
+        throwaway = torch.Generator(device).manual_seed(0)
+
+        def record(shape: Sequence[int]) -> Tensor:
+            noise.buffers.append(torch.randn(tuple(shape), device=device, generator=throwaway))
+            return noise.buffers[-1]
+
+        frame(record)
+        return noise
+
+    def __call__(self, shape: Sequence[int]) -> Tensor:
+        if self.taken == len(self.buffers) or tuple(self.buffers[self.taken].shape) != tuple(shape):
+            raise RuntimeError(f"draw {self.taken} of shape {tuple(shape)} does not match the frame's noise layout")
+        self.taken += 1
+        return self.buffers[self.taken - 1]
+
+    def rewind(self) -> None:
+        self.taken = 0
+
+    def draw(self, generator: torch.Generator) -> None:
+        """New noise for the next frame, as the eager frame would draw it from `generator`."""
+        for buf in self.buffers:
+            torch.randn(buf.shape, generator=generator, out=buf)
+        self.taken = 0
+
+
+class FrameGraph:
+    """One imagined frame (every dynamics and upsampler sampler step) captured as a CUDA graph: a replay is one
+    launch and no host sync, instead of hundreds of kernel launches. The frame reads the engine's fixed buffers
+    (frame stack, actions, previous full-res frame) and returns tensors the graph owns, valid until the next
+    replay."""
+
+    def __init__(self, frame: Callable[[Randn], tuple[Tensor, Tensor | None]], device: torch.device) -> None:
+        self.noise = PredrawnNoise.laid_out_by(frame, device)
+        side = torch.cuda.Stream(device)  # warm-up (allocator, cuBLAS/cuDNN choices) off the capturing stream
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.noise.rewind()
+                frame(self.noise)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.noise.rewind()
+        with torch.cuda.graph(self.graph):
+            self.outputs = frame(self.noise)
+
+    def replay(self, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        self.noise.draw(generator)
+        self.graph.replay()
+        return self.outputs
 
 
 @dataclass
@@ -198,6 +285,8 @@ class WorldModelEngine:
                  background_compile: bool = False) -> None:
         self.agent = agent.to(device).eval()
         self.mode = mode or ExecutionMode()
+        check_execution_mode(self.mode, torch.device(device))
+        background_compile = background_compile and not self.mode.cuda_graph  # the graph captures compiled kernels
         apply_execution_mode(self.agent, self.mode, torch.device(device), compile_now=not background_compile)
         self.compile_state = "compiling" if self.mode.compile and background_compile else (
             "compiled" if self.mode.compile else "eager")
@@ -229,6 +318,7 @@ class WorldModelEngine:
         self.steps = 0
         self.started = False
         self.cancel_event = threading.Event()  # set from another thread to abandon a step in progress
+        self.frame_graph: FrameGraph | None = None  # captured at the first step of a CUDA-graph mode
 
     def compile_in_background(self) -> threading.Thread:
         """Compile the denoisers on a thread while steps run eagerly, warm them up on dummy inputs of the real
@@ -327,20 +417,40 @@ class WorldModelEngine:
     def autocast(self) -> torch.autocast:
         """The mode's autocast context: every call into the networks runs inside it (bf16 modes store weights
         in bf16)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.bf16)
+        # No cast cache under CUDA-graph capture: cached casts would live in the graph's private memory.
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.bf16,
+                              cache_enabled=not self.mode.cuda_graph)
+
+    def _dynamics(self, randn: Randn, cancel: threading.Event | None = None) -> Tensor:
+        return predict_low_res(self.agent.denoiser, self.sampling.dynamics, self.obs, self.act, randn, cancel)
+
+    def _upsample(self, low_res: Tensor, randn: Randn, cancel: threading.Event | None = None) -> Tensor | None:
+        if self.agent.upsampler is None or self.full_res is None:
+            return None
+        assert self.sampling.upsampler is not None
+        return upsample_frame(self.agent.upsampler, self.sampling.upsampler, low_res, self.full_res, randn, cancel)
+
+    def imagine(self, randn: Randn) -> tuple[Tensor, Tensor | None]:
+        """The next frame from the current buffers and `randn`, without moving the buffers on: (low-res,
+        full-res or None)."""
+        low_res = self._dynamics(randn)
+        return low_res, self._upsample(low_res, randn)
 
     def _step(self, action: int | np.ndarray | Tensor) -> StepResult:
         timer = Timer(self.device)
         self.act[0, -1] = torch.as_tensor(action, device=self.device).to(self.act.dtype)
-        low_res = predict_low_res(self.agent.denoiser, self.sampling.dynamics, self.obs, self.act, self.randn,
-                                  self.cancel_event)
-        components = {"dynamics": timer.lap()}
-        full_res = None
-        if self.agent.upsampler is not None and self.full_res is not None:
-            assert self.sampling.upsampler is not None
-            full_res = upsample_frame(self.agent.upsampler, self.sampling.upsampler, low_res, self.full_res,
-                                      self.randn, self.cancel_event)
-            components["upsampler"] = timer.lap()
+        if self.mode.cuda_graph:
+            if self.frame_graph is None:
+                self.frame_graph = FrameGraph(self.imagine, self.device)
+                timer = Timer(self.device)  # capture time is start-up, not frame latency
+            low_res, full_res = self.frame_graph.replay(self.generator)
+            components = {"frame graph": timer.lap()}
+        else:
+            low_res = self._dynamics(self.randn, self.cancel_event)
+            components = {"dynamics": timer.lap()}
+            full_res = self._upsample(low_res, self.randn, self.cancel_event)
+            if full_res is not None:
+                components["upsampler"] = timer.lap()
         reward = end = None
         if self.agent.rew_end_model is not None:
             assert self.rew_end_step is not None

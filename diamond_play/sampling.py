@@ -7,6 +7,7 @@ official code's order, so a seeded run matches it draw for draw.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -33,6 +34,19 @@ def sampler_sigmas(cfg: SamplerConfig, device: torch.device | str = "cpu") -> Te
     return karras_sigmas(cfg.num_steps_denoising, cfg.sigma_min, cfg.sigma_max, cfg.rho, device)
 
 
+_SCHEDULES: dict[tuple, tuple[Tensor, list[float]]] = {}
+
+
+def cached_sigma_schedule(cfg: SamplerConfig, device: torch.device) -> tuple[Tensor, list[float]]:
+    """The σ schedule on `device` and as Python floats, computed once per (settings, device): reading the floats
+    back from a GPU tensor is a host sync, which would stall every frame and cannot happen inside a CUDA graph."""
+    key = (dataclasses.astuple(cfg), str(device))
+    if key not in _SCHEDULES:
+        sigmas = sampler_sigmas(cfg, device)
+        _SCHEDULES[key] = (sigmas, sigmas.tolist())
+    return _SCHEDULES[key]
+
+
 def churn_gamma(sigma: float, cfg: SamplerConfig) -> float:
     """EDM Algorithm 2: γ = min(S_churn/N, √2 − 1) inside [S_tmin, S_tmax], else 0."""
     if cfg.s_tmin <= sigma <= cfg.s_tmax:
@@ -47,10 +61,11 @@ def sample(denoise: DenoiseFn, cond_frames: Tensor, shape: tuple[int, ...], cfg:
     Returns the sample (not clamped) and the trajectory [x_0, ..., x_N].
     """
     if sigmas is None:
-        sigmas = sampler_sigmas(cfg, cond_frames.device)
+        sigmas, sigma_values = cached_sigma_schedule(cfg, cond_frames.device)
+    else:
+        sigma_values = sigmas.tolist()
     x = randn(shape).to(cond_frames.dtype)
     trajectory = [x]
-    sigma_values = sigmas.tolist()  # one host sync per frame, not per step
     for i in range(len(sigma_values) - 1):
         x, cond_frames = sampler_step(denoise, x, cond_frames, sigmas[i], sigmas[i + 1], sigma_values[i],
                                       sigma_values[i + 1], cfg, randn)

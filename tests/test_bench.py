@@ -6,11 +6,13 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_agent
 
 import diamond_play
 from diamond_play.bench import synthetic_start
 from diamond_play.cli import main
-from diamond_play.engine import EXECUTION_MODES, WorldModelEngine, predict_low_res
+from diamond_play.engine import EXECUTION_MODES, PredrawnNoise, WorldModelEngine, predict_low_res
+from diamond_play.errors import UserError
 from diamond_play.models.denoiser import make_randn
 
 ONE_LEVEL = 2 / 255 + 1e-5
@@ -108,3 +110,30 @@ def test_compiled_play_starts_eager_and_switches_when_the_background_compile_is_
     before = engine.obs[0, -1].clone()
     result = engine.step(1)
     assert result.frame.shape == (64, 64, 3) and not torch.equal(engine.obs[0, -1], before)
+
+
+@pytest.mark.parametrize("kind", ["atari", "csgo"])
+def test_predrawn_noise_gives_the_eager_frame(kind):
+    """CUDA-graph modes draw a frame's noise into fixed buffers before replaying it: same generator state, same
+    frame, bit for bit (CS:GO quality covers the churn and conditioning-noise draws too)."""
+    engine = WorldModelEngine(tiny_agent(kind), seed=0)
+    engine.reset(synthetic_start(engine))
+    expected = engine.imagine(make_randn("cpu", generator=torch.Generator().manual_seed(5)))
+    noise = PredrawnNoise.laid_out_by(engine.imagine, torch.device("cpu"))
+    noise.draw(torch.Generator().manual_seed(5))
+    low_res, full_res = engine.imagine(noise)
+    assert torch.equal(low_res, expected[0])
+    if kind == "csgo":
+        assert torch.equal(full_res, expected[1]) and len(noise.buffers) > 13  # 1 + 10 steps' x, churn, cond noise
+    else:
+        assert full_res is None and len(noise.buffers) == 1
+    with pytest.raises(RuntimeError, match="noise layout"):
+        noise((1, 2, 3))  # a draw the layout does not have
+
+
+def test_cuda_graph_modes_refuse_a_cpu_with_what_to_use(atari_weights, capsys):
+    with pytest.raises(UserError, match="needs a GPU"):
+        WorldModelEngine(diamond_play.load_agent(atari_weights), mode=EXECUTION_MODES["graph-bf16-cl"])
+    assert main(["bench", "atari", "--weights", str(atari_weights), "--modes", "graph-bf16-cl", "--device",
+                 "cpu"]) == 2
+    assert "compiled-bf16-cl" in capsys.readouterr().err
