@@ -16,8 +16,8 @@ fi
 # The reward/termination model runs at 10x the paper's lr: at 1e-4 it still predicted the majority class (no reward)
 # after 3,000 steps of batch 16, a small fraction of the paper's budget; at 1e-3 it separates reward steps in ~100.
 # The shipped run used rew_end_steps_per_epoch=25 and lr 1e-4 for epochs 1-22, 100 steps from 23, lr 1e-3 from 36,
-# and from 39 a fresh reward/termination optimiser (AdamW moments left from 2,000 steps at 1e-4 kept its updates too
+# from 39 a fresh reward/termination optimiser (AdamW moments left from 2,000 steps at 1e-4 kept its updates too
 # small to leave the majority-class solution; a fresh one with warm-up separated reward steps within one epoch; what
-# `--fresh-optimiser rew_end` on resume now does).
-exec diamond-play train engine --data "$DATA/train" --out "$RUN" --preset small amp=true epochs=60 \
+# `--fresh-optimiser rew_end` on resume now does), and from epoch 50 a target of 80 epochs instead of 60.
+exec diamond-play train engine --data "$DATA/train" --out "$RUN" --preset small amp=true epochs=80 \
   steps_per_epoch=200 rew_end_steps_per_epoch=100 rew_end_batch_size=16 rew_end_optim.lr=0.001 sample_every=5 "$@"
