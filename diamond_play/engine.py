@@ -433,8 +433,9 @@ class WorldModelEngine:
     def imagine(self, randn: Randn) -> tuple[Tensor, Tensor | None]:
         """The next frame from the current buffers and `randn`, without moving the buffers on: (low-res,
         full-res or None)."""
-        low_res = self._dynamics(randn)
-        return low_res, self._upsample(low_res, randn)
+        frame = imagine_next_frame(self.agent.denoiser, self.agent.upsampler, self.sampling, self.obs, self.act,
+                                   randn, self.full_res)
+        return frame.low_res, frame.full_res
 
     def _step(self, action: int | np.ndarray | Tensor) -> StepResult:
         timer = Timer(self.device)

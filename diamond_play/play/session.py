@@ -81,12 +81,12 @@ class PlaySession:
         cfg = agent.config
         self.kind = cfg.kind
         default_horizon = 50 if cfg.kind == "atari" else 1000  # official play settings
-        # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready.
-        # CUDA-graph modes compile and capture at the first frame (the graph holds the compiled kernels).
-        background = mode is not None and mode.compile and not mode.cuda_graph
+        # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready (the
+        # engine says whether it can: CUDA-graph modes compile and capture at the first frame instead).
         self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
-                                       horizon=horizon or default_horizon, mode=mode, background_compile=background)
-        if background:
+                                       horizon=horizon or default_horizon, mode=mode,
+                                       background_compile=mode is not None and mode.compile)
+        if self.engine.compile_state == "compiling":
             self.compile_thread = self.engine.compile_in_background()
         self.rng = np.random.default_rng(seed)
         if cfg.kind == "atari":
