@@ -124,8 +124,9 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--seed", type=int, help="seed for the sampler and start states (deterministic play)")
     p.add_argument("--mode", default="auto", help="execution mode: auto (bf16 + channels_last where the hardware "
-                   "supports bf16, else eager-fp32), eager-fp32 (reference), eager-bf16, eager-bf16-cl, "
-                   "compiled-fp32, compiled-bf16-cl (see `diamond-play bench`)")
+                   "supports bf16, whole-frame CUDA graphs on such GPUs, else eager-fp32), eager-fp32 (reference), "
+                   "eager-bf16, eager-bf16-cl, compiled-fp32, compiled-bf16-cl, and on GPUs graph-bf16-cl, "
+                   "compiled-graph-bf16-cl (see `diamond-play bench`)")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second to aim for (default 10, as the paper)")
     p.add_argument("--size", type=int, help="window scale over the model's resolution (Atari 8, CS:GO 2)")
     p.add_argument("--horizon", type=int, help="imagined steps before the world model is re-seeded")

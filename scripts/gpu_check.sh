@@ -6,35 +6,58 @@
 # h5py, safetensors, huggingface_hub, opencv, pyyaml, tqdm and pytest, but not pygame/gymnasium/ale-py, which these
 # checks do not need):
 #   mkdir -p .gpu && cp -r ../shared/conformance .gpu/ && echo /.gpu/ >> .git/info/exclude
-# then run with the device tool: command "bash scripts/gpu_check.sh", carry [".gpu"], timeout_s 600.
+# then run with the device tool: command "bash scripts/gpu_check.sh", carry [".gpu"], timeout_s 600 (about 7
+# minutes on an H100; or "PARTS=check,play,profile bash scripts/gpu_check.sh", then "PARTS=compiled,train ...").
+# Everything printed goes to $OUT/log.txt and the benchmarks' JSON into $OUT/json.tar: the device tool brings
+# back at most 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
-mkdir -p "$OUT"
+mkdir -p "$OUT/json"
+exec > >(tee "$OUT/log.txt") 2>&1
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 DIAMOND_PLAY_TEST_DEVICE=cuda
 export DIAMOND_PLAY_CONFORMANCE=${DIAMOND_PLAY_CONFORMANCE:-$PWD/.gpu/conformance}
 PY=${PY:-python3}
 status=0
-{ nvidia-smi; $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } \
-  2>&1 | tee "$OUT/device.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 
-echo "== CUDA conformance (official outputs, fp32, TF32 off) and whole-frame CUDA graphs"
-timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_conformance.py tests/test_cuda_graph.py 2>&1 \
-  | tee "$OUT/conformance.txt" || status=1
+# PARTS picks what runs, so a short lease can split the work over two calls: "check" (CUDA conformance and the
+# whole-frame CUDA graph tests), "play" (eager and graph play benchmarks, no compiling), "profile" (where a CS:GO
+# frame's GPU time goes, and native vs parallel group norms per map size), "compiled" (torch.compile modes, which
+# spend a minute or more compiling first) and "train" (one training-step benchmark).
+PARTS=${PARTS:-check,play,profile,compiled,train}
+part() { [[ ",$PARTS," == *",$1,"* ]]; }
+bench() { local limit=$1 name=$2; shift 2; timeout "$limit" $PY -m diamond_play bench "$@" --device cuda \
+  --json "$OUT/json/$name.json" || status=1; }
+
+if part check; then
+  echo "== CUDA conformance (official outputs, fp32, TF32 off) and whole-frame CUDA graphs"
+  timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_conformance.py tests/test_cuda_graph.py || status=1
+fi
 
 # The target first (CS:GO quality >= 60 Hz), then the rest, so a cut-off run still brings back the main figure.
-echo "== play benchmarks"
-timeout 130 $PY -m diamond_play bench csgo --preset quality --device cuda --frames 20 \
-  --modes eager-bf16-cl,graph-bf16-cl,compiled-graph-bf16-cl \
-  --json "$OUT/bench_csgo_quality.json" 2>&1 | tee "$OUT/bench_csgo_quality.txt" || status=1
-timeout 60 $PY -m diamond_play bench csgo --preset fast --device cuda --frames 30 \
-  --modes eager-bf16-cl,graph-bf16-cl --json "$OUT/bench_csgo_fast.json" 2>&1 | tee "$OUT/bench_csgo_fast.txt" \
-  || status=1
-timeout 120 $PY -m diamond_play bench atari --device cuda --frames 100 \
-  --modes eager-bf16-cl,compiled-bf16-cl,graph-bf16-cl,compiled-graph-bf16-cl \
-  --json "$OUT/bench_atari.json" 2>&1 | tee "$OUT/bench_atari.txt" || status=1
+if part play; then
+  echo "== play benchmarks (eager and CUDA graphs)"
+  bench 90 csgo_quality csgo --preset quality --frames 20 --modes eager-bf16-cl,graph-bf16-cl
+  bench 45 csgo_fast csgo --preset fast --frames 30 --modes eager-bf16-cl,graph-bf16-cl
+  bench 45 atari atari --frames 100 --modes eager-bf16-cl,graph-bf16-cl
+fi
 
-echo "== training-step benchmarks (paper batch sizes)"
-timeout 80 $PY -m diamond_play bench train atari --device cuda --steps 5 --modes eager-bf16 \
-  --json "$OUT/bench_train_atari.json" 2>&1 | tee "$OUT/bench_train_atari.txt" || status=1
+if part profile; then
+  echo "== profile: CS:GO quality, eager-bf16-cl (kernel times are those the graphs replay)"
+  timeout 90 $PY scripts/gpu_profile.py csgo eager-bf16-cl 2 || status=1
+fi
+
+if part compiled; then
+  echo "== play benchmarks (torch.compile, then CUDA graphs of the compiled model)"
+  bench 200 csgo_quality_compiled csgo --preset quality --frames 20 --modes compiled-graph-bf16-cl
+  bench 120 atari_compiled atari --frames 100 --modes compiled-bf16-cl,compiled-graph-bf16-cl
+fi
+
+if part train; then
+  echo "== training-step benchmark (paper batch size)"
+  bench 60 train_atari train atari --steps 5 --modes eager-bf16
+fi
+tar -C "$OUT" -cf "$OUT/json.tar" json && rm -r "$OUT/json"
 exit $status

@@ -7,7 +7,9 @@ import torch
 from helpers import tiny_agent
 
 from diamond_play.config import WeightsConfig, atari_agent_config, csgo_agent_config
+from diamond_play.models import blocks
 from diamond_play.models.agent import Agent
+from diamond_play.models.blocks import AdaGroupNorm, GroupNorm, use_inference_group_norm
 from diamond_play.models.denoiser import edm_conditioners, quantize_to_uint8_levels
 
 
@@ -140,6 +142,28 @@ def test_fused_norm_conditioning_matches_per_norm_linears(kind):
         fused = inner(x, c_noise, c_noise_cond, obs, act)
     assert set(agent.state_dict()) == keys
     assert expected.abs().max() > 0.01 and torch.allclose(fused, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_group_norm_matches_native_group_norm(channels_last, monkeypatch):
+    """The GPU inference path's GroupNorm (per-channel statistics combined into groups, applied as one affine)
+    gives the native norms' outputs, for plain and adaptive norms, any batch, either memory layout."""
+    monkeypatch.setattr(blocks, "PARALLEL_GN_MIN_GROUP_ELEMENTS", 1)  # small maps take the parallel path too
+    torch.manual_seed(0)
+    x = torch.randn(3, 64, 9, 14) * torch.linspace(0.5, 4, 64)[:, None, None] + torch.linspace(-3, 5, 64)[:, None, None]
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    plain, ada = GroupNorm(64), AdaGroupNorm(64, 16)
+    torch.nn.init.normal_(plain.norm.weight)
+    torch.nn.init.normal_(plain.norm.bias)
+    cond = torch.randn(3, 16)
+    with torch.no_grad():
+        expected = plain(x), ada(x, cond)
+        use_inference_group_norm(plain)
+        use_inference_group_norm(ada)
+        got = plain(x), ada(x, cond)
+    for e, g in zip(expected, got, strict=True):
+        assert e.abs().max() > 0.5 and torch.allclose(g, e, atol=2e-5, rtol=1e-5)
 
 
 def test_rew_end_one_step_inference_matches_the_sequence_model():
