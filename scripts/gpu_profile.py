@@ -32,13 +32,19 @@ def raw_rates() -> None:
     dev = torch.device("cuda")
     a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
     print("matmul 8192 bf16:", rate(lambda: a @ a, 2 * 8192**3))
-    for dtype, cl in ((torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)):
-        conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dev, dtype)
-        x = torch.randn(1, 64, 150, 280, device=dev, dtype=dtype)
-        if cl:
-            conv, x = conv.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-        with torch.no_grad():
-            print(f"conv3x3 64->64 150x280 {dtype} cl={cl}:", rate(partial(conv, x), 2 * 150 * 280 * 64 * 64 * 9))
+    # cudnn.benchmark (autotuned algorithms for fixed shapes) is off in every mode so far: does it pay at batch 1?
+    for c, h, w in ((64, 150, 280), (64, 75, 140), (128, 38, 70), (256, 30, 56)):
+        for dtype, cl, tuned in ((torch.float32, False, False), (torch.bfloat16, True, False),
+                                 (torch.bfloat16, True, True)):
+            torch.backends.cudnn.benchmark = tuned
+            conv = torch.nn.Conv2d(c, c, 3, padding=1).to(dev, dtype)
+            x = torch.randn(1, c, h, w, device=dev, dtype=dtype)
+            if cl:
+                conv, x = conv.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                print(f"conv3x3 {c}->{c} {h}x{w} {dtype} channels-last={cl} cudnn.benchmark={tuned}:",
+                      rate(partial(conv, x), 2 * h * w * c * c * 9))
+    torch.backends.cudnn.benchmark = False
     group_norm_paths()
 
 
