@@ -39,18 +39,8 @@ echo "resuming at epoch $epoch, training for ${TRAIN_S}s towards epoch $((epoch 
 # state.pt is written atomically at each epoch's end, so stopping mid-epoch loses only that epoch.
 timeout --signal=INT --kill-after=30 "$TRAIN_S" python3 -m diamond_play train engine --resume "$RUN" \
   epochs=$((epoch + EXTRA_EPOCHS)) || echo "training stopped (exit $?)"
-# An epoch's log row is written before its state: drop rows of an epoch the stop cut off, so a resume does not
-# log that epoch twice.
-python3 - "$state" "$RUN/log.csv" <<'PY'
-import csv, sys, torch
-epoch = torch.load(sys.argv[1], weights_only=True, map_location="cpu")["epoch"]
-with open(sys.argv[2], newline="") as f:
-    rows = list(csv.reader(f))
-kept = [rows[0]] + [r for r in rows[1:] if float(r[1]) <= epoch]
-with open(sys.argv[2], "w", newline="") as f:
-    csv.writer(f).writerows(kept)
-print(f"state.pt now at epoch {epoch}; dropped {len(rows) - len(kept)} log row(s) past it")
-PY
+# (A log row of an epoch cut off before its checkpoint is dropped by the next resume.)
+python3 -c "import torch; print('state.pt now at epoch', torch.load('$state', weights_only=True, map_location='cpu')['epoch'])"
 # The device tool brings back files of at most 16 MiB.
 split -b 15M -d "$state" "$OUT/state.pt.part"
 cp "$RUN/log.csv" "$RUN/config.yaml" "$OUT/"

@@ -20,7 +20,7 @@ import diamond_play
 from diamond_play.cli import main
 from diamond_play.data.episodes import Dataset
 from diamond_play.errors import UserError
-from diamond_play.train.core import ModelTrainer, OptimConfig, decayed_parameter_groups, restore_trainers
+from diamond_play.train.core import ModelTrainer, OptimConfig, RunLogger, decayed_parameter_groups, restore_trainers
 
 TESTS = Path(__file__).parent
 TINY = ["--preset", "tiny", "batch_size=4", "rew_end_batch_size=2", "rew_end_seq_length=6", "sample_every=1"]
@@ -243,3 +243,20 @@ def test_eval_prints_the_table_and_writes_a_strip(breakout_data, tmp_path, capsy
     assert img.shape[0] == 2 * 64 * 3 and img.shape[1] == 4 * 64 * 3  # real row + imagined row, 4 steps, x3
     values = json.loads(metrics.read_text())
     assert "open_loop_psnr_h4" in values and "baseline_one_step_psnr" in values
+
+
+def test_resumed_log_drops_rows_past_the_checkpoint(tmp_path):
+    """A run killed between an epoch's log row and its checkpoint logs that epoch again on resume: the orphan row
+    goes, the rest of the log (and its header) stays."""
+    import csv
+
+    first = RunLogger(tmp_path)
+    for step in (100, 200, 300):
+        first.scalars(step, {"epoch": step / 100, "loss": 1.0 / step})
+    RunLogger(tmp_path)  # not a resume: nothing dropped
+    assert len(list(csv.DictReader((tmp_path / "log.csv").open()))) == 3
+    resumed = RunLogger(tmp_path, resumed_at=200)
+    resumed.scalars(300, {"epoch": 3.0, "loss": 0.5})
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert [r["step"] for r in rows] == ["100", "200", "300"] and rows[-1]["loss"] == "0.5"
+    assert list(rows[0]) == ["step", "epoch", "loss"]

@@ -430,7 +430,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     finished, in_progress = broadcast_object((finished, in_progress), dist_info)
     episodes[:] = finished + ([in_progress] if in_progress is not None else [])
 
-    logger = RunLogger(run.root, enabled=dist_info.is_main)
+    logger = RunLogger(run.root, enabled=dist_info.is_main, resumed_at=epoch if resume is not None else None)
 
     def planned_updates(n_epochs: int) -> int:
         first = sum(p.steps_first_epoch for *_, p in phases)

@@ -367,13 +367,20 @@ def latest_weights(run_dir: Path) -> Path | None:
 class RunLogger:
     """Scalars to log.csv (one row per logged step, columns grow as needed) and TensorBoard; images to TensorBoard."""
 
-    def __init__(self, root: Path, enabled: bool = True) -> None:
+    def __init__(self, root: Path, enabled: bool = True, resumed_at: int | None = None) -> None:
+        """`resumed_at`: the logged step of the checkpoint a resumed run starts from. An epoch's row is written
+        before its checkpoint, so a run killed in between left rows past it; they are dropped, as the resumed run
+        logs those steps again."""
         self.root, self.enabled = root, enabled
         self.csv_path = root / "log.csv"
         self.columns: list[str] = []  # the CSV header, read once (a resumed run appends to its log)
         if enabled and self.csv_path.is_file():
             with self.csv_path.open(newline="") as f:
-                self.columns = next(csv.reader(f), [])
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                self.columns = list(reader.fieldnames or [])
+            if resumed_at is not None and any(float(r["step"]) > resumed_at for r in rows):
+                self._rewrite([r for r in rows if float(r["step"]) <= resumed_at])
         self.writer = None
         if enabled:
             try:
@@ -396,16 +403,19 @@ class RunLogger:
             if self.csv_path.is_file():
                 with self.csv_path.open(newline="") as f:
                     existing = list(csv.DictReader(f))
-            tmp = self.csv_path.with_suffix(".tmp")
-            with tmp.open("w", newline="") as f:
-                w = csv.DictWriter(f, columns)
-                w.writeheader()
-                w.writerows(existing + [row])
-            os.replace(tmp, self.csv_path)
             self.columns = columns
+            self._rewrite(existing + [row])
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        tmp = self.csv_path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.columns)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.csv_path)
 
     def image(self, step: int, tag: str, image_hwc: np.ndarray) -> None:
         if self.enabled and self.writer is not None:

@@ -308,7 +308,8 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
         seconds_before = float(state.get("train_seconds", 0.0))
         command = starting_command(run, command)
     started = time.monotonic()
-    logger = RunLogger(run.root, enabled=dist_info.is_main)
+    logger = RunLogger(run.root, enabled=dist_info.is_main,
+                       resumed_at=trainers[0].steps if resume is not None else None)
     per_epoch = sum(steps_per_epoch[t.name] for t in trainers)
     bar = progress(cfg.epochs * per_epoch, f"train {weights_cfg.game}", initial=epoch * per_epoch,
                    enabled=dist_info.is_main)
