@@ -109,7 +109,8 @@ class AdaGroupNorm(nn.Module):
             return x * (1 + scale) + shift
         # Normalise and modulate in one pass: (x * a + b) * (1 + scale) + shift.
         a, b = group_norm_as_channel_affine(x, num_groups(self.channels), GN_EPS)
-        return torch.addcmul(b * (1 + scale) + shift, x, a * (1 + scale))
+        gain = 1 + scale
+        return torch.addcmul(b * gain + shift, x, a * gain)
 
 
 class NormConditioned(nn.Module):
