@@ -103,7 +103,11 @@ def test_train_engine_run_export_and_resume(breakout_data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "engine", "--resume", str(run), "--fresh-optimiser", "upsampler", "epochs=2"]) == 2
     assert "name one of those" in capsys.readouterr().err  # this run has no upsampler
+    # what a run killed mid-write leaves behind (a half-written state and weights export) goes on resume
+    (run / "checkpoints" / ".state.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    (run / "checkpoints" / ".last.tmp-k1ll3d").mkdir()
     assert main(["train", "engine", "--resume", str(run), "--fresh-optimiser", "rew_end", "epochs=2"]) == 0
+    assert not list((run / "checkpoints").glob(".*"))
     log = list(csv.DictReader((run / "log.csv").open()))
     assert [(r["step"], r["epoch"]) for r in log] == [("3", "1.0"), ("6", "2.0")]
     # the denoiser's warm-up went on; the restarted reward/termination optimiser began a new one

@@ -408,6 +408,8 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
 
     epoch, num_epochs, best = 0, None, -float("inf")
     if resume is not None:
+        if dist_info.is_main:
+            run.remove_interrupted_writes()
         state = run.load_state()
         restore_trainers([trainer for trainer, *_ in phases], state["trainers"], fresh_optimisers)
         # Each rank continues its own random stream and imagined episodes (a run resumed with a different number

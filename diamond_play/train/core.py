@@ -316,6 +316,17 @@ class RunDir:
     def save_state(self, state: dict[str, Any]) -> None:
         atomic_torch_save(state, self.state_path)
 
+    def remove_interrupted_writes(self) -> None:
+        """Delete what a killed run left half-written in checkpoints/: every atomic write there goes through a
+        dot-named temporary (`.state.pt.*.tmp`, `.last.tmp-*`, `.best.tmp`, `.last.old-*`). Call it once, from
+        the one process that writes the run, before resuming."""
+        folder = self.root / "checkpoints"
+        for leftover in folder.glob(".*") if folder.is_dir() else []:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
     def load_state(self) -> dict[str, Any]:
         if not self.exists():
             raise UserError(f"{str(self.root)!r} has no checkpoints/state.pt to resume from: start a new run with "

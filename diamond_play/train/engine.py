@@ -301,6 +301,8 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
 
     epoch, best, seconds_before = 0, float("inf"), 0.0
     if resume is not None:
+        if dist_info.is_main:
+            run.remove_interrupted_writes()
         state = run.load_state()
         restore_trainers(trainers, state["trainers"], fresh_optimisers)
         set_rng_state(state["rng"], {})
