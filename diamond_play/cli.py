@@ -234,10 +234,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     game = canonical_game(args.game) if args.game else agent.config.game
     episodes = held_out_episodes(args.data, game, args.episodes, args.seed)
     horizons = tuple(h for h in (1, 4, 16, 64) if h <= args.max_horizon)
-    result, strip = evaluate(agent, episodes, device=device, seed=args.seed, horizons=horizons)
+    result, strips = evaluate(agent, episodes, device=device, seed=args.seed, horizons=horizons)
     print(result.table())
-    path = save_strip(strip, args.strip)
+    path = save_strip(strips["open_loop"], args.strip)
     print(f"strip (real above, imagined below) written to {path}")
+    if "reward_event" in strips:
+        path = save_strip(strips["reward_event"], args.strip.with_name(f"{args.strip.stem}_reward_event.png"))
+        print(f"first reward event (real above, imagined below) written to {path}")
     if args.json:
         args.json.write_text(json.dumps(result.as_metrics(), indent=2))
 
@@ -357,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="held-out dataset folder (default: collect fresh episodes)")
     p.add_argument("--episodes", type=int, default=8, help="number of held-out episodes (default 8)")
     p.add_argument("--max-horizon", type=int, default=64, help="longest open-loop horizon (1, 4, 16, 64)")
-    p.add_argument("--strip", type=Path, default=Path("eval_strip.png"), help="PNG strip to write")
+    p.add_argument("--strip", type=Path, default=Path("eval_strip.png"), help="PNG strip to write (and beside it "
+                   "STEM_reward_event.png: the first held-out reward event)")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=12345, help="seed for held-out collection and sampling")

@@ -2,7 +2,8 @@
 
 Teacher-forced one-step PSNR/SSIM, open-loop PSNR at several horizons (the model feeds on its own frames while the
 real actions are replayed), the same numbers for the baseline that repeats the last real frame, and
-reward/termination accuracy. Also writes a PNG strip: real frames above, imagined frames below.
+reward/termination accuracy, and whether the lasting change a reward brings (a brick gone, the score up) appears in
+imagination too. Also writes PNG strips: real frames above, imagined frames below.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class EvalResult:
     end_accuracy: float | None = None
     end_recall: float | None = None
     end_precision: float | None = None
+    reward_events_reproduced: float | None = None  # share of reward events whose lasting change is imagined too
+    num_reward_events: int = 0
     num_episodes: int = 0
     num_frames: int = 0
 
@@ -83,6 +86,9 @@ class EvalResult:
         for name in REW_END_METRICS:  # absent without a reward/termination model or without such steps
             if getattr(self, name) is not None:
                 lines.append(f"{name.replace('_', ' ').replace('nonzero ', 'nonzero-'):28s} {getattr(self, name):8.3f}")
+        if self.reward_events_reproduced is not None:
+            lines.append(f"{'reward events reproduced':28s} {self.reward_events_reproduced:8.3f}   "
+                         f"({self.num_reward_events} events, open loop from {EVENT_LEAD} steps before)")
         lines.append(f"({self.num_episodes} held-out episodes, {self.num_frames} frames)")
         return "\n".join(lines)
 
@@ -92,9 +98,11 @@ class EvalResult:
         for h in self.open_loop_psnr:
             out[f"open_loop_psnr_h{h}"] = self.open_loop_psnr[h]
             out[f"baseline_open_loop_psnr_h{h}"] = self.baseline_open_loop_psnr[h]
-        for k in REW_END_METRICS:
+        for k in (*REW_END_METRICS, "reward_events_reproduced"):
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
+        if self.reward_events_reproduced is not None:
+            out["num_reward_events"] = self.num_reward_events
         return {k: round(float(v), 4) for k, v in out.items()}
 
 
@@ -171,9 +179,89 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn
             strip_real.append(real[0])
             strip_pred.append(shown[0])
         obs = torch.cat([obs[:, 1:], low[:, None]], dim=1)
-    strip = torch.cat([torch.cat(strip_real, dim=-1), torch.cat(strip_pred, dim=-1)], dim=-2)
-    strip_img = strip.add(1).mul(127.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
-    return model, baseline, strip_img
+    return model, baseline, _strip(strip_real, strip_pred)
+
+
+def _strip(real: list[Tensor], imagined: list[Tensor]) -> np.ndarray:
+    """Real frames in a row above the imagined ones, as one uint8 HWC image."""
+    strip = torch.cat([torch.cat(real, dim=-1), torch.cat(imagined, dim=-1)], dim=-2)
+    return strip.add(1).mul(127.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+# A reward event at step t (reward of action t, non-zero): the rollout starts EVENT_LEAD steps before it, from real
+# frames, and replays the real actions. Its lasting change is judged on the real frames [t + EVENT_SETTLE,
+# t + EVENT_SETTLE + EVENT_POST) against frames [t - EVENT_LEAD - 1, t]: ALE shows a hit's brick and score one or
+# two frames after the reward step.
+EVENT_LEAD, EVENT_SETTLE, EVENT_POST = 2, 2, 5
+PIXEL_CHANGE = 0.45  # summed |RGB difference| on the [-1, 1] scale (~20/255 per channel): above the model's noise
+
+
+def lasting_change(before: Tensor, after: Tensor) -> Tensor:
+    """Pixels that hold still through both windows (T, C, H, W) and differ between them: a brick gone, a new score
+    digit. A moving ball or paddle changes within a window, so it is not counted. -> bool (H, W)."""
+
+    def still(window: Tensor) -> Tensor:
+        return (window - window[-1:]).abs().sum(1).amax(0) <= PIXEL_CHANGE
+
+    differ = (after[0] - before[-1]).abs().sum(0) > PIXEL_CHANGE
+    return still(before) & still(after) & differ
+
+
+def change_reproduced(imagined_after: Tensor, before: Tensor, after: Tensor, changed: Tensor) -> float:
+    """Share of the changed pixels that the imagined frames (T, C, H, W) show in their new state: closer to the
+    real after-frame than to the real before-frame in at least half of the frames."""
+    to_after = (imagined_after - after).abs().sum(1)
+    to_before = (imagined_after - before).abs().sum(1)
+    new_state = (to_after < to_before).float().mean(0) >= 0.5
+    return new_state[changed].float().mean().item()
+
+
+@torch.no_grad()
+def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, randn, max_events: int = 64,
+                  batch_size: int = 32) -> tuple[float, int, np.ndarray] | None:
+    """For each held-out reward event with a visible lasting change: does the open-loop rollout show it? An event
+    counts as reproduced when at least half of its changed pixels reach their new state. -> (share of events
+    reproduced, number of events, strip of the first event) or None when no event has a visible change."""
+    if agent.upsampler is not None:
+        return None  # two-stage engines come from games without rewards here (CS:GO)
+    n = agent.denoiser.num_steps_conditioning
+    steps = EVENT_LEAD + EVENT_SETTLE + EVENT_POST
+    events = []
+    for e in episodes:
+        rewards = np.asarray(e.rewards[:])
+        for t in np.nonzero(rewards)[0]:
+            start = int(t) - EVENT_LEAD - n  # first conditioning frame
+            if start < 0 or start + n + steps > len(e):
+                continue
+            frames = uint8_to_float(np.asarray(e.frames[start : start + n + steps]))
+            before, after = frames[n - 1 : n + EVENT_LEAD + 1], frames[n + EVENT_LEAD + EVENT_SETTLE :]
+            changed = lasting_change(before, after)
+            if changed.any():
+                events.append((e, start, frames, changed))
+        if len(events) >= max_events:
+            break
+    events = events[:max_events]
+    if not events:
+        return None
+    reproduced, strip = 0, None
+    for i in range(0, len(events), batch_size):
+        chunk = events[i : i + batch_size]
+        obs = torch.stack([frames[:n] for _, _, frames, _ in chunk]).to(device)
+        imagined = []
+        for k in range(steps):
+            act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s, _, _ in chunk])).to(device)
+            low, _ = _predict(agent, obs, act, obs[:, -1], randn)
+            imagined.append(low.cpu())
+            obs = torch.cat([obs[:, 1:], low[:, None]], dim=1)
+        rollouts = torch.stack(imagined, dim=1)  # (B, steps, C, H, W)
+        for (_, _, frames, changed), rollout in zip(chunk, rollouts, strict=True):
+            before, after = frames[n + EVENT_LEAD], frames[n + EVENT_LEAD + EVENT_SETTLE]
+            share = change_reproduced(rollout[EVENT_LEAD + EVENT_SETTLE :], before, after, changed)
+            reproduced += share >= 0.5
+            if strip is None:
+                strip = _strip(list(frames[n:]), list(rollout))
+    assert strip is not None
+    return reproduced / len(events), len(events), strip
 
 
 @torch.no_grad()
@@ -233,7 +321,9 @@ def held_out_episodes(data: Path | None, game: str, episodes: int, seed: int) ->
 
 
 def evaluate(agent: Agent, episodes: list[Episode], device: torch.device | str = "cpu", seed: int = 0,
-             horizons: tuple[int, ...] = HORIZONS) -> tuple[EvalResult, np.ndarray]:
+             horizons: tuple[int, ...] = HORIZONS) -> tuple[EvalResult, dict[str, np.ndarray]]:
+    """-> (the numbers, strips: "open_loop" (the first rollout) and, when the episodes have a reward event with a
+    visible change, "reward_event" (the first such event))."""
     device = torch.device(device)
     agent = agent.to(device).eval()
     g = torch.Generator(device=device).manual_seed(seed)
@@ -246,7 +336,11 @@ def evaluate(agent: Agent, episodes: list[Episode], device: torch.device | str =
     if acc is not None:
         for name, value in zip(REW_END_METRICS, acc, strict=True):
             setattr(result, name, None if math.isnan(value) else value)
-    return result, strip
+    events = reward_events(agent, episodes, device, randn)
+    strips = {"open_loop": strip}
+    if events is not None:
+        result.reward_events_reproduced, result.num_reward_events, strips["reward_event"] = events
+    return result, strips
 
 
 def save_strip(strip: np.ndarray, path: Path, scale: int = 3) -> Path:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Screenshots of real play windows for the README, taken on a virtual X server.
-# usage: scripts/readme_screenshots.sh ATARI_WEIGHTS CSGO_WEIGHTS   (needs xvfb, xdotool, x11-utils, imagemagick)
+# usage: scripts/readme_screenshots.sh ATARI_WEIGHTS [CSGO_WEIGHTS]   (needs xvfb, xdotool, x11-utils, imagemagick)
+# Without CSGO_WEIGHTS only docs/atari_play.png is retaken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DISPLAY=:77 SDL_VIDEODRIVER=x11 SDL_AUDIODRIVER=dummy
@@ -18,5 +19,6 @@ shoot() {  # shoot OUT KEYS... : start the app (args in APP), press keys, wait, 
 }
 APP=(diamond-play atari Breakout --weights "$1" --actions random --seed 0 --size 5)
 shoot docs/atari_play.png Right
+[ -n "${2:-}" ] || exit 0
 APP=(diamond-play csgo --weights "$2" --fast --actions random --seed 0 --size 2)
 shoot docs/csgo_play.png

@@ -18,6 +18,7 @@ fi
 # The shipped run used rew_end_steps_per_epoch=25 and lr 1e-4 for epochs 1-22, 100 steps from 23, lr 1e-3 from 36,
 # from 39 a fresh reward/termination optimiser (AdamW moments left from 2,000 steps at 1e-4 kept its updates too
 # small to leave the majority-class solution; a fresh one with warm-up separated reward steps within one epoch; what
-# `--fresh-optimiser rew_end` on resume now does), and from epoch 50 a target of 80 epochs instead of 60.
+# `--fresh-optimiser rew_end` on resume now does), from epoch 50 a target of 80 epochs instead of 60, and from
+# epoch 79 one of 110 (`--resume RUN epochs=110`).
 exec diamond-play train engine --data "$DATA/train" --out "$RUN" --preset small amp=true epochs=80 \
   steps_per_epoch=200 rew_end_steps_per_epoch=100 rew_end_batch_size=16 rew_end_optim.lr=0.001 sample_every=5 "$@"

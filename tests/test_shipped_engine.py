@@ -20,7 +20,8 @@ def test_shipped_breakout_engine_loads_with_provenance_and_eval_numbers():
     for key in ("data", "command", "machine", "denoiser_steps", "trained_with", "date"):
         assert cfg.provenance.get(key), key
     assert {"one_step_psnr", "baseline_one_step_psnr", "open_loop_psnr_h4", "open_loop_psnr_h16",
-            "reward_accuracy"} <= set(cfg.metrics["eval"])
+            "reward_accuracy", "reward_events_reproduced"} <= set(cfg.metrics["eval"])
+    assert cfg.metrics["eval"]["reward_events_reproduced"] >= 0.5  # bricks go and the score counts in imagination
     assert sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file()) <= 20 * 2**20
     assert default_weights("atari", "Breakout").resolve() == SHIPPED
 
@@ -34,6 +35,10 @@ def test_eval_of_the_shipped_engine_on_a_small_held_out_set(tmp_path, capsys):
     assert "one-step PSNR" in table and "repeat-last" in table and (tmp_path / "s.png").stat().st_size > 0
     metrics = json.loads(out.read_text())
     assert metrics["one_step_psnr"] > 10 and "baseline_open_loop_psnr_h4" in metrics
+    # The episode scores (the collector's paddle-tracking policy breaks bricks), so the brick/score check runs.
+    assert "reward events reproduced" in table and metrics["num_reward_events"] >= 1
+    assert 0 <= metrics["reward_events_reproduced"] <= 1
+    assert (tmp_path / "s_reward_event.png").stat().st_size > 0
 
 
 def test_atari_breakout_plays_the_shipped_engine_by_default():

@@ -264,3 +264,25 @@ def test_resumed_log_drops_rows_past_the_checkpoint(tmp_path):
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
     assert [r["step"] for r in rows] == ["100", "200", "300"] and rows[-1]["loss"] == "0.5"
     assert list(rows[0]) == ["step", "epoch", "loss"]
+
+
+def test_reward_event_change_counts_lasting_pixels_only():
+    """A brick that goes between the windows is a lasting change; a ball that moves every frame is not. Imagined
+    frames that show the brick gone reproduce it; frames that keep it do not."""
+    from diamond_play.evaluate import change_reproduced, lasting_change
+
+    frames = -torch.ones(8, 3, 16, 16)
+    frames[:4, :, 2, 4:8] = 1.0  # a brick in the before-window, gone after
+    for t in range(8):
+        frames[t, :, 10, t + 2] = 1.0  # the ball moves one pixel per frame
+    before, after = frames[:4], frames[4:]
+    changed = lasting_change(before, after)
+    assert changed.sum() == 4 and changed[2, 4:8].all()
+
+    assert change_reproduced(after.clone(), before[-1], after[0], changed) == 1.0
+    kept = after.clone()
+    kept[:, :, 2, 4:8] = 1.0
+    assert change_reproduced(kept, before[-1], after[0], changed) == 0.0
+    kept[:2, :, 2, 4:6] = -1.0  # half the brick gone in half the frames: still "at least half the frames"
+    assert change_reproduced(kept, before[-1], after[0], changed) == 0.5
+    assert not lasting_change(before, before).any()
