@@ -222,9 +222,7 @@ def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, r
     """For each held-out reward event with a visible lasting change: does the open-loop rollout show it? An event
     counts as reproduced when at least half of its changed pixels reach their new state. -> (share of events
     reproduced, number of events, strip of the first event) or None when no event has a visible change."""
-    if agent.upsampler is not None:
-        return None  # two-stage engines come from games without rewards here (CS:GO)
-    n = agent.denoiser.num_steps_conditioning
+    n = agent.denoiser.num_steps_conditioning  # judged on the dynamics model's frames (low-res for two stages)
     steps = EVENT_LEAD + EVENT_SETTLE + EVENT_POST
     events = []
     for e in episodes:
