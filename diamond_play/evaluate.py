@@ -106,9 +106,13 @@ class EvalResult:
         return {k: round(float(v), 4) for k, v in out.items()}
 
 
+def _predict_low_res(agent: Agent, obs: Tensor, act: Tensor, randn) -> Tensor:
+    return predict_low_res(agent.denoiser, agent.config.sampling.dynamics, obs, act, randn).clamp(-1, 1)
+
+
 def _predict(agent: Agent, obs: Tensor, act: Tensor, prev_shown: Tensor, randn) -> tuple[Tensor, Tensor]:
     """-> (the dynamics model's frame, the frame shown: the upsampler's for two-stage engines)."""
-    low = predict_low_res(agent.denoiser, agent.config.sampling.dynamics, obs, act, randn).clamp(-1, 1)
+    low = _predict_low_res(agent, obs, act, randn)
     if agent.upsampler is None:
         return low, low
     assert agent.config.sampling.upsampler is not None
@@ -248,13 +252,13 @@ def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, r
         imagined = []
         for k in range(steps):
             act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s, _, _ in chunk])).to(device)
-            low, _ = _predict(agent, obs, act, obs[:, -1], randn)
+            low = _predict_low_res(agent, obs, act, randn)  # no upsampler: the event is judged on these frames
             imagined.append(low.cpu())
             obs = torch.cat([obs[:, 1:], low[:, None]], dim=1)
         rollouts = torch.stack(imagined, dim=1)  # (B, steps, C, H, W)
         for (_, _, frames, changed), rollout in zip(chunk, rollouts, strict=True):
-            before, after = frames[n + EVENT_LEAD], frames[n + EVENT_LEAD + EVENT_SETTLE]
-            share = change_reproduced(rollout[EVENT_LEAD + EVENT_SETTLE :], before, after, changed)
+            last_before, first_after = frames[n + EVENT_LEAD], frames[n + EVENT_LEAD + EVENT_SETTLE]
+            share = change_reproduced(rollout[EVENT_LEAD + EVENT_SETTLE :], last_before, first_after, changed)
             reproduced += share >= 0.5
             if strip is None:
                 strip = _strip(list(frames[n:]), list(rollout))
