@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diamond_play.compile_cache import AOTCompiled
 from diamond_play.config import (
     ATARI_SAMPLER,
     SamplingConfig,
@@ -49,6 +50,8 @@ class ModeResult:
     components_ms: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     warmup_s: float = 0.0
+    # CPU compiled modes: "built" when the warm-up compiled the networks, "cache" when it loaded them from disk
+    compiled_from: str = ""
 
 
 def machine_description(device: torch.device) -> str:
@@ -129,10 +132,15 @@ def bench_mode(agent: Agent, mode: ExecutionMode, sampling: SamplingConfig | Non
         for k, v in r.component_s.items():
             components[k] = components.get(k, 0.0) + v
     ms = np.array(latencies) * 1000
+    compilers = [c for c in (engine.agent.denoiser.fast_denoise, engine.rew_end_step,
+                             engine.agent.upsampler.fast_denoise if engine.agent.upsampler else None)
+                 if isinstance(c, AOTCompiled)]
+    compiled_from = "" if not compilers else "built" if any(c.built for c in compilers) else "cache"
     result = ModeResult(name=mode.name, fps=float(1000 / ms.mean()), p50_ms=float(np.percentile(ms, 50)),
                         p95_ms=float(np.percentile(ms, 95)), max_abs_diff=0.0,
                         components_ms={k: round(v / frames * 1000, 2) for k, v in components.items()},
-                        peak_memory_mb=round(_peak_memory_mb(device), 1), warmup_s=round(warmup_s, 2))
+                        peak_memory_mb=round(_peak_memory_mb(device), 1), warmup_s=round(warmup_s, 2),
+                        compiled_from=compiled_from)
     return result, first
 
 
@@ -180,8 +188,11 @@ def format_table(results: list[ModeResult]) -> str:
     lines = [head, "-" * len(head)]
     for r in results:
         comps = " ".join(f"{r.components_ms.get(c, 0):13.1f}" for c in comp_names)
+        cached = "*" if r.compiled_from == "cache" else " "
         lines.append(f"{r.name:22s} {r.fps:7.2f} {r.p50_ms:8.1f} {r.p95_ms:8.1f} {comps} {r.peak_memory_mb:8.0f} "
-                     f"{r.warmup_s:9.1f} {r.max_abs_diff:9.4f}")
+                     f"{r.warmup_s:8.1f}{cached} {r.max_abs_diff:9.4f}")
+    if any(r.compiled_from == "cache" for r in results):
+        lines.append("* compiled networks loaded from the on-disk cache (a first start compiles them)")
     return "\n".join(lines)
 
 

@@ -106,12 +106,13 @@ def cmd_play(args: argparse.Namespace) -> None:
 
     if args.mode != "auto" and args.mode not in EXECUTION_MODES:
         raise UserError(f"unknown --mode {args.mode!r}: use auto or one of {', '.join(EXECUTION_MODES)}")
-    mode = default_execution_mode(torch.device(device)) if args.mode == "auto" else EXECUTION_MODES[args.mode]
+    mode = (default_execution_mode(torch.device(device), interactive=not args.headless) if args.mode == "auto"
+            else EXECUTION_MODES[args.mode])
     session = PlaySession(agent, device=device, seed=args.seed, horizon=args.horizon,
                           spawn=getattr(args, "spawn", None), sampling=sampling,
                           record_dataset=args.record_dataset, fps=args.fps, mode=mode)
     stats = run_headless(session, opts) if args.headless else run_window(session, opts)
-    print(stats.summary())
+    print(stats.summary() + (f"; {mode.name} {session.engine.compile_state}" if mode.compile else ""))
     if args.record:
         print(f"video written to {args.record}")
     if session.recorder is not None:
@@ -123,8 +124,9 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
                    "downloaded official weights)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--seed", type=int, help="seed for the sampler and start states (deterministic play)")
-    p.add_argument("--mode", default="auto", help="execution mode: auto (bf16 + channels_last where the hardware "
-                   "supports bf16, whole-frame CUDA graphs on such GPUs, else eager-fp32), eager-fp32 (reference), "
+    p.add_argument("--mode", default="auto", help="execution mode: auto (on bf16 CPUs compiled-bf16-cl in a window, "
+                   "eager until its background compile is ready, and eager-bf16-cl headless; graph-bf16-cl on bf16 "
+                   "GPUs; else eager-fp32), eager-fp32 (reference), "
                    "eager-bf16, eager-bf16-cl, compiled-fp32, compiled-bf16-cl, and on GPUs graph-bf16-cl, "
                    "compiled-graph-bf16-cl (see `diamond-play bench`)")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second to aim for (default 10, as the paper)")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from diamond_play.compile_cache import AOTCompiled, CompileCancelled
 from diamond_play.config import SamplerConfig, SamplingConfig
 from diamond_play.data.spawns import StartState
 from diamond_play.errors import UserError
@@ -104,7 +105,7 @@ class ExecutionMode:
     name: str = "eager-fp32"
     bf16: bool = False  # bf16 autocast (CPUs with AVX-512 bf16 / AMX, and GPUs)
     channels_last: bool = False  # NHWC memory layout for the convolutions
-    compile: bool = False  # torch.compile of the U-Nets (inductor; freezing on CPU)
+    compile: bool = False  # inductor kernels for the networks (CPU: AOTInductor + freezing, cached on disk)
     # Inference-only rewrites of the reference code: one matmul for all the adaptive norms' scales/shifts per
     # network call instead of one per norm; GroupNorm as a per-channel affine from parallel statistics (GPUs); the
     # reward/termination LSTM as a single-step cell.
@@ -139,27 +140,29 @@ def check_execution_mode(mode: ExecutionMode, device: torch.device) -> None:
                         f"{', '.join(available_execution_modes(device))}")
 
 
-def default_execution_mode(device: torch.device) -> ExecutionMode:
+def default_execution_mode(device: torch.device, interactive: bool = False) -> ExecutionMode:
     """bf16 + channels_last where the hardware runs bf16 natively (within one 8-bit level of eager fp32 on a
     step's output, about 1.6x faster on an AVX-512 CPU); eager fp32 elsewhere. On bf16 GPUs the whole frame is
     also replayed as one CUDA graph: eager play there is bound by kernel launches (on an H100, CS:GO quality
-    13.1 fps graphed vs 2.3 eager, Atari 34 vs 10), and capture takes about two seconds, not a compile's minute."""
+    13.1 fps graphed vs 2.3 eager, Atari 34 vs 10), and capture takes about two seconds, not a compile's minute.
+    On bf16 CPUs, `interactive` play (a window) takes the compiled mode: it starts eagerly, compiles in the
+    background (once; later starts load the cached compile in seconds) and runs about twice as fast after. Not for
+    headless runs: the switch point depends on timing, so a seed would no longer reproduce them exactly."""
     if device.type == "cuda":
         return EXECUTION_MODES["graph-bf16-cl"] if torch.cuda.is_bf16_supported() else EXECUTION_MODES["eager-fp32"]
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return EXECUTION_MODES["eager-bf16-cl"]
+        return EXECUTION_MODES["compiled-bf16-cl" if interactive else "eager-bf16-cl"]
     return EXECUTION_MODES["eager-fp32"]
 
 
 def compile_denoise(den: Denoiser, device: torch.device, per_call_cuda_graphs: bool = True):
-    """One graph per denoiser call: preconditioning, U-Net and output rounding, reused by every sampler step."""
+    """One compiled graph per denoiser call (preconditioning, U-Net and output rounding), reused by every sampler
+    step. On CPUs: AOTInductor with freezing, cached on disk (`compile_cache`), so a restart loads it in
+    milliseconds. On GPUs: torch.compile, whose CUDA graphs replay each call with one launch (reduce-overhead),
+    unless the whole frame is captured as one graph around the compiled kernels."""
     if device.type == "cpu":
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True  # constant-fold weights into the graph (inference only)
-    # On GPUs, CUDA graphs replay each compiled call with one launch (reduce-overhead), unless the whole frame is
-    # captured as one graph around the compiled kernels.
-    overhead = device.type == "cuda" and per_call_cuda_graphs
+        return AOTCompiled(den, "denoise_batch")
+    overhead = per_call_cuda_graphs
     return torch.compile(den.denoise_batch, dynamic=False, mode="reduce-overhead" if overhead else None)
 
 
@@ -199,8 +202,12 @@ def apply_execution_mode(agent: Agent, mode: ExecutionMode, device: torch.device
 
 def rew_end_step_fn(model: RewEndModel, mode: ExecutionMode, compile_now: bool = True):
     """The reward/termination model's per-frame call (T = 1) for `mode`, compiled in compiled modes."""
-    fn = model.predict_rew_end_one_step if mode.inference_kernels else model.predict_rew_end
-    return torch.compile(fn, dynamic=False) if mode.compile and compile_now else fn
+    method = "predict_rew_end_one_step" if mode.inference_kernels else "predict_rew_end"
+    if not (mode.compile and compile_now):
+        return getattr(model, method)
+    if next(model.parameters()).device.type == "cpu":
+        return AOTCompiled(model, method)
+    return torch.compile(getattr(model, method), dynamic=False)
 
 
 class PredrawnNoise:
@@ -324,6 +331,10 @@ class WorldModelEngine:
         self.started = False
         self.cancel_event = threading.Event()  # set from another thread to abandon a step in progress
         self.frame_graph: FrameGraph | None = None  # captured at the first step of a CUDA-graph mode
+        self.background_compilers: list[AOTCompiled] = []
+        self.compilers_lock = threading.Lock()
+        self.compile_thread: threading.Thread | None = None
+        self.closed = False
 
     def compile_in_background(self) -> threading.Thread:
         """Compile the denoisers on a thread while steps run eagerly, warm them up on dummy inputs of the real
@@ -331,24 +342,25 @@ class WorldModelEngine:
         two steps. Play starts at once; a failed compile leaves the engine eager (`compile_state` says why)."""
 
         def work() -> None:
+            started = time.perf_counter()
             try:
                 compiled = {}
                 randn = make_randn(self.device, generator=torch.Generator(self.device).manual_seed(0))
                 den = self.agent.denoiser
                 shadow = copy.copy(den)  # shares the parameters; its own fast_denoise
-                shadow.fast_denoise = compile_denoise(shadow, self.device)
+                shadow.fast_denoise = self._track(compile_denoise(shadow, self.device))
                 with torch.no_grad(), self.autocast():
                     low = predict_low_res(shadow, self.sampling.dynamics, self.obs.clone(), self.act.clone(), randn)
                     compiled[den] = shadow.fast_denoise
                     up = self.agent.upsampler
                     if up is not None and self.full_res is not None and self.sampling.upsampler is not None:
                         shadow_up = copy.copy(up)
-                        shadow_up.fast_denoise = compile_denoise(shadow_up, self.device)
+                        shadow_up.fast_denoise = self._track(compile_denoise(shadow_up, self.device))
                         upsample_frame(shadow_up, self.sampling.upsampler, low, self.full_res.clone(), randn)
                         compiled[up] = shadow_up.fast_denoise
                     rew_end_step = None
                     if self.agent.rew_end_model is not None:
-                        rew_end_step = rew_end_step_fn(self.agent.rew_end_model, self.mode)
+                        rew_end_step = self._track(rew_end_step_fn(self.agent.rew_end_model, self.mode))
                         dim = self.agent.rew_end_model.lstm.hidden_size
                         state = (torch.zeros(1, 1, dim, device=self.device), torch.zeros(1, 1, dim, device=self.device))
                         rew_end_step(self.obs[:, -1:].clone(), self.act[:, -1:].clone(), low[:, None], state)
@@ -356,14 +368,34 @@ class WorldModelEngine:
                     module.fast_denoise = fn  # one attribute store: the next step uses it
                 if rew_end_step is not None:
                     self.rew_end_step = rew_end_step
-                self.compile_state = "compiled"
+                self.compile_state = f"compiled in {time.perf_counter() - started:.0f} s"
+            except CompileCancelled:
+                self.compile_state = "eager (compile cancelled)"
             except Exception as e:  # noqa: BLE001 - compilation is an optimisation: keep playing eagerly
                 reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
                 self.compile_state = f"eager (compile failed: {reason})"
 
-        thread = threading.Thread(target=work, name="diamond-play-compile", daemon=True)
-        thread.start()
-        return thread
+        self.compile_thread = threading.Thread(target=work, name="diamond-play-compile", daemon=True)
+        self.compile_thread.start()
+        return self.compile_thread
+
+    def _track(self, fn):
+        if isinstance(fn, AOTCompiled):
+            with self.compilers_lock:
+                self.background_compilers.append(fn)
+                if self.closed:
+                    fn.cancel()
+        return fn
+
+    def close(self) -> None:
+        """Stop a background compilation still running and wait for its thread: its compiler process would
+        outlive play, and a thread still inside torch when the interpreter exits aborts the process."""
+        with self.compilers_lock:
+            self.closed = True
+            for compiler in self.background_compilers:
+                compiler.cancel()
+        if self.compile_thread is not None:
+            self.compile_thread.join(timeout=120)
 
     def _low_res_size(self) -> tuple[int, int]:
         h, w = self.config.frame_size

@@ -26,6 +26,18 @@ def _find_conformance() -> Path | None:
 CONFORMANCE = _find_conformance()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_user_home(tmp_path_factory: pytest.TempPathFactory):
+    """Downloaded weights and compiled engines go to a temporary home, never the user's ~/.cache."""
+    old = os.environ.get("DIAMOND_PLAY_HOME")
+    os.environ["DIAMOND_PLAY_HOME"] = str(tmp_path_factory.mktemp("diamond_play_home"))
+    yield
+    if old is None:
+        os.environ.pop("DIAMOND_PLAY_HOME", None)
+    else:
+        os.environ["DIAMOND_PLAY_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def conformance_dir() -> Path:
     if CONFORMANCE is None:

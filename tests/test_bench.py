@@ -45,8 +45,8 @@ def test_bf16_weight_storage_is_bit_identical_to_autocast(conformance_dir):
     engine.step(1)
     assert agent.denoiser.inner_model.conv_in.weight.dtype == torch.bfloat16
     assert engine.agent.rew_end_model.lstm.weight_ih_l0.dtype == torch.float32
-    assert agent.denoiser.inner_model.norm_conditioning is not None  # optimised modes fuse the norm conditioning
-    assert agent.rew_end_model.encoder.norm_conditioning is not None
+    assert agent.denoiser.inner_model.norm_conditioning_fused  # optimised modes fuse the norm conditioning
+    assert agent.rew_end_model.encoder.norm_conditioning_fused
 
     ref = diamond_play.load_agent(conformance_dir / "atari" / "agent.pt")
     ref.denoiser.inner_model.fuse_norm_conditioning()
@@ -105,7 +105,7 @@ def test_compiled_play_starts_eager_and_switches_when_the_background_compile_is_
     engine.reset(session.starts.start_state())
     engine.step(1)  # plays at once, eagerly if the compile is still running
     session.compile_thread.join(timeout=600)
-    assert engine.compile_state == "compiled", engine.compile_state
+    assert engine.compile_state.startswith("compiled"), engine.compile_state
     assert engine.agent.denoiser.fast_denoise is not None
     before = engine.obs[0, -1].clone()
     result = engine.step(1)

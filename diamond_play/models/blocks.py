@@ -116,19 +116,29 @@ class AdaGroupNorm(nn.Module):
 class NormConditioned(nn.Module):
     """A network whose ResBlocks all take the same conditioning vector. For inference with frozen weights,
     `fuse_norm_conditioning()` makes `norm_cond(cond)` compute every adaptive norm's scale/shift in one matmul
-    (dozens of small matmuls, each re-reading its weights, become one). The fused layer is kept outside the
-    module tree, so state dicts are unchanged."""
+    (dozens of small matmuls, each re-reading its weights, become one). The fused weights are non-persistent
+    buffers: state dicts are unchanged, while `.to()` and tracing (torch.export) see them."""
+
+    norm_conditioning_weight: Tensor | None
+    norm_conditioning_bias: Tensor | None
 
     def __init__(self) -> None:
         super().__init__()
-        object.__setattr__(self, "norm_conditioning", None)
+        self.register_buffer("norm_conditioning_weight", None, persistent=False)
+        self.register_buffer("norm_conditioning_bias", None, persistent=False)
+
+    @property
+    def norm_conditioning_fused(self) -> bool:
+        return self.norm_conditioning_weight is not None
 
     def fuse_norm_conditioning(self) -> None:
-        object.__setattr__(self, "norm_conditioning", fuse_norm_conditioning(self))
+        self.norm_conditioning_weight, self.norm_conditioning_bias = fuse_norm_conditioning(self)
 
     def norm_cond(self, cond: Tensor) -> Tensor:
         """What the ResBlocks get as `cond`."""
-        return cond if self.norm_conditioning is None else self.norm_conditioning(cond)
+        if self.norm_conditioning_weight is None:
+            return cond
+        return F.linear(cond, self.norm_conditioning_weight, self.norm_conditioning_bias)
 
 
 def use_inference_group_norm(model: nn.Module) -> None:
@@ -139,23 +149,20 @@ def use_inference_group_norm(model: nn.Module) -> None:
             m.inference_stats = True
 
 
-def fuse_norm_conditioning(model: nn.Module) -> nn.Linear:
-    """One linear layer computing the scale/shift of every AdaGroupNorm in `model` at once; call it on the
-    conditioning vector and pass its output where `cond` went. Same maths; the weights are copied, not moved."""
+def fuse_norm_conditioning(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """Weight and bias of one linear layer computing the scale/shift of every AdaGroupNorm in `model` at once;
+    apply it to the conditioning vector and pass its output where `cond` went. Same maths; the weights are
+    copied, not moved."""
     norms = [m for m in model.modules() if isinstance(m, AdaGroupNorm)]
     if not norms:
         raise ValueError("the model has no adaptive group norms to fuse")
     weight = torch.cat([n.linear.weight.detach() for n in norms])
     bias = torch.cat([n.linear.bias.detach() for n in norms])
-    fused = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
-    fused.requires_grad_(False)
-    fused.weight.copy_(weight)
-    fused.bias.copy_(bias)
     start = 0
     for n in norms:
         n.fused_columns = slice(start, start + 2 * n.channels)
         start += 2 * n.channels
-    return fused
+    return weight, bias
 
 
 class SelfAttention2d(nn.Module):

@@ -53,7 +53,9 @@ class RewEndModel(nn.Module):
             nn.Linear(cfg.lstm_dim, NUM_REWARD_CLASSES + NUM_END_CLASSES, bias=False),
         )
         init_lstm(self.lstm)
-        object.__setattr__(self, "lstm_step", None)  # see fuse_lstm_step
+        # see fuse_lstm_step: non-persistent buffers, outside the state dict but seen by `.to()` and tracing
+        self.register_buffer("lstm_step_weight", None, persistent=False)
+        self.register_buffer("lstm_step_bias", None, persistent=False)
 
     def predict_rew_end(self, obs: Tensor, act: Tensor, next_obs: Tensor,
                         hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
@@ -65,11 +67,10 @@ class RewEndModel(nn.Module):
     def fuse_lstm_step(self, dtype: torch.dtype = torch.float32) -> None:
         """Inference with frozen weights: keep the LSTM's input and hidden weights as one (4H, F + H) matrix in
         `dtype` (bf16 in bf16 modes: the 5M-weight LSTM is most of the per-frame memory traffic) for
-        `predict_rew_end_one_step`. Kept outside the module tree, so state dicts are unchanged."""
+        `predict_rew_end_one_step`. Non-persistent buffers, so state dicts are unchanged."""
         lstm = self.lstm
-        weight = torch.cat((lstm.weight_ih_l0, lstm.weight_hh_l0), dim=1).detach().to(dtype)
-        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().float()
-        object.__setattr__(self, "lstm_step", (weight, bias))
+        self.lstm_step_weight = torch.cat((lstm.weight_ih_l0, lstm.weight_hh_l0), dim=1).detach().to(dtype)
+        self.lstm_step_bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().float()
 
     def predict_rew_end_one_step(self, obs: Tensor, act: Tensor, next_obs: Tensor,
                                  hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
@@ -78,9 +79,9 @@ class RewEndModel(nn.Module):
         the sequence kernel for one step; same maths up to float rounding."""
         if obs.shape[1] != 1:
             raise ValueError(f"predict_rew_end_one_step takes one time step, got {obs.shape[1]}")
-        if self.lstm_step is None:
+        weight, bias = self.lstm_step_weight, self.lstm_step_bias
+        if weight is None or bias is None:
             raise RuntimeError("call fuse_lstm_step() before predict_rew_end_one_step()")
-        weight, bias = self.lstm_step
         x = self.encode(obs, act, next_obs)[:, 0]
         if hx_cx is None:
             zeros = x.new_zeros(1, len(x), self.lstm.hidden_size, dtype=torch.float32)

@@ -156,6 +156,7 @@ class PlaySession:
         return outcome
 
     def close(self) -> None:
+        self.engine.close()
         if self.recorder is not None:
             self.recorder.flush()
         self.starts.close()

@@ -24,12 +24,18 @@ def shipped_weights_root() -> Path:
     return Path(os.environ.get("DIAMOND_PLAY_SHIPPED_WEIGHTS", REPO_ROOT / "weights"))
 
 
-def user_weights_root() -> Path:
-    """Where downloaded and imported weights live: $DIAMOND_PLAY_HOME/weights (default ~/.cache/diamond_play)."""
+def diamond_play_home() -> Path:
+    """The user's own files (downloaded weights, compiled engines): $DIAMOND_PLAY_HOME, default
+    $XDG_CACHE_HOME/diamond_play (~/.cache/diamond_play)."""
     home = os.environ.get("DIAMOND_PLAY_HOME")
     if home is None:
         home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diamond_play"
-    return Path(home) / "weights"
+    return Path(home)
+
+
+def user_weights_root() -> Path:
+    """Where downloaded and imported weights live: $DIAMOND_PLAY_HOME/weights."""
+    return diamond_play_home() / "weights"
 
 
 def default_weights_dir(kind: str, game: str | None = None) -> Path:
