@@ -7,6 +7,7 @@ One imagined frame = the dynamics sampler (+ bicubic x5 and the upsampler sample
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 from collections import deque
@@ -162,8 +163,10 @@ def compile_denoise(den: Denoiser, device: torch.device, per_call_cuda_graphs: b
     unless the whole frame is captured as one graph around the compiled kernels."""
     if device.type == "cpu":
         return AOTCompiled(den, "denoise_batch")
-    overhead = per_call_cuda_graphs
-    return torch.compile(den.denoise_batch, dynamic=False, mode="reduce-overhead" if overhead else None)
+    # DIAMOND_PLAY_INDUCTOR_MODE (e.g. max-autotune-no-cudagraphs) overrides the torch.compile mode: a benchmarking
+    # lever for GPU runs (scripts/gpu_check.sh, PARTS=levers), not yet measured enough to be a default.
+    mode = os.environ.get("DIAMOND_PLAY_INDUCTOR_MODE") or ("reduce-overhead" if per_call_cuda_graphs else None)
+    return torch.compile(den.denoise_batch, dynamic=False, mode=mode)
 
 
 def store_autocast_weights_in_bf16(model: nn.Module) -> None:
@@ -297,6 +300,9 @@ class WorldModelEngine:
                  background_compile: bool = False) -> None:
         self.agent = agent.to(device).eval()
         self.mode = mode or ExecutionMode()
+        if torch.device(device).type == "cuda" and os.environ.get("DIAMOND_PLAY_CUDNN_BENCHMARK") == "1":
+            # Autotuned convolution algorithms for the fixed play shapes: a GPU benchmarking lever (PARTS=levers)
+            torch.backends.cudnn.benchmark = True
         check_execution_mode(self.mode, torch.device(device))
         background_compile = background_compile and not self.mode.cuda_graph  # the graph captures compiled kernels
         apply_execution_mode(self.agent, self.mode, torch.device(device), compile_now=not background_compile)

@@ -25,7 +25,8 @@ $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_na
 # PARTS picks what runs, so a short lease can split the work over two calls: "check" (CUDA conformance and the
 # whole-frame CUDA graph tests), "play" (eager and graph play benchmarks, no compiling), "profile" (where a CS:GO
 # frame's GPU time goes, and native vs parallel group norms per map size), "compiled" (torch.compile modes, which
-# spend a minute or more compiling first) and "train" (one training-step benchmark).
+# spend a minute or more compiling first), "train" (one training-step benchmark) and, only when asked for,
+# "levers" (cudnn.benchmark and inductor max-autotune against the compiled-graph figure).
 PARTS=${PARTS:-check,play,profile,compiled,train}
 part() { [[ ",$PARTS," == *",$1,"* ]]; }
 bench() { local limit=$1 name=$2; shift 2; timeout "$limit" $PY -m diamond_play bench "$@" --device cuda \
@@ -53,6 +54,19 @@ if part compiled; then
   echo "== play benchmarks (torch.compile, then CUDA graphs of the compiled model)"
   bench 200 csgo_quality_compiled csgo --preset quality --frames 20 --modes compiled-graph-bf16-cl
   bench 120 atari_compiled atari --frames 100 --modes compiled-bf16-cl,compiled-graph-bf16-cl
+fi
+
+# Not in the default PARTS (a second call): the levers not yet measured, each against the compiled-graph figure
+# above. cudnn.benchmark autotunes the convolutions for the fixed shapes; max-autotune lets inductor try Triton
+# templates for them (minutes of compiling).
+if part levers; then
+  echo "== levers: cudnn.benchmark, then inductor max-autotune (CS:GO quality)"
+  DIAMOND_PLAY_CUDNN_BENCHMARK=1 bench 90 csgo_quality_cudnn_benchmark csgo --preset quality --frames 20 \
+    --modes graph-bf16-cl
+  DIAMOND_PLAY_CUDNN_BENCHMARK=1 bench 200 csgo_quality_compiled_cudnn_benchmark csgo --preset quality --frames 20 \
+    --modes compiled-graph-bf16-cl
+  DIAMOND_PLAY_INDUCTOR_MODE=max-autotune-no-cudagraphs bench 300 csgo_quality_max_autotune csgo --preset quality \
+    --frames 20 --modes compiled-graph-bf16-cl
 fi
 
 if part train; then
