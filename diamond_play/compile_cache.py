@@ -19,6 +19,7 @@ background leaves the player's thread its share of the GIL and can be cancelled 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -49,7 +50,9 @@ def compile_cache_dir() -> Path:
     return diamond_play_home() / "compiled"
 
 
+@functools.cache
 def _code_digest() -> str:
+    """The model code's sources (read once: they do not change under a running process)."""
     digest = hashlib.sha256()
     for path in sorted((PACKAGE_DIR / "models").glob("*.py")) + [PACKAGE_DIR / "config.py", Path(__file__)]:
         digest.update(path.name.encode() + path.read_bytes())

@@ -20,6 +20,8 @@ from diamond_play.config import (
 from diamond_play.models.agent import Agent
 from diamond_play.weights.official import official_state_dict
 
+ONE_LEVEL = 2 / 255 + 1e-5  # one 8-bit level on the [-1, 1] scale: the optimised modes' documented tolerance
+
 
 def tiny_atari_agent_config(num_actions: int = 4) -> AgentConfig:
     return AgentConfig(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import tiny_agent
+from helpers import ONE_LEVEL, tiny_agent
 
 import diamond_play
 from diamond_play.bench import synthetic_start
@@ -14,8 +14,6 @@ from diamond_play.cli import main
 from diamond_play.engine import EXECUTION_MODES, PredrawnNoise, WorldModelEngine, predict_low_res
 from diamond_play.errors import UserError
 from diamond_play.models.denoiser import make_randn
-
-ONE_LEVEL = 2 / 255 + 1e-5
 
 
 def first_step(agent, mode_name: str) -> torch.Tensor:
@@ -104,7 +102,8 @@ def test_compiled_play_starts_eager_and_switches_when_the_background_compile_is_
     assert engine.compile_state in ("compiling", "compiled")
     engine.reset(session.starts.start_state())
     engine.step(1)  # plays at once, eagerly if the compile is still running
-    session.compile_thread.join(timeout=600)
+    assert engine.compile_thread is not None
+    engine.compile_thread.join(timeout=600)
     assert engine.compile_state.startswith("compiled"), engine.compile_state
     assert engine.agent.denoiser.fast_denoise is not None
     before = engine.obs[0, -1].clone()

@@ -6,14 +6,12 @@ import threading
 import time
 
 import torch
-from helpers import tiny_agent
+from helpers import ONE_LEVEL, tiny_agent
 from torch import nn
 
 from diamond_play.bench import synthetic_start
 from diamond_play.compile_cache import AOTCompiled, CompileCancelled, compile_cache_dir
 from diamond_play.engine import EXECUTION_MODES, WorldModelEngine
-
-ONE_LEVEL = 2 / 255 + 1e-5
 
 
 def denoiser_inputs(den) -> tuple:

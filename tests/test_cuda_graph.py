@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_agent
+from helpers import ONE_LEVEL, tiny_agent
 
 import diamond_play
 from diamond_play.bench import synthetic_start
 from diamond_play.engine import EXECUTION_MODES, WorldModelEngine
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-ONE_LEVEL = 2 / 255 + 1e-5
-
-
 def frames(agent, mode: str, steps: int = 3) -> list[torch.Tensor]:
     engine = WorldModelEngine(agent, device="cuda", seed=0, mode=EXECUTION_MODES[mode])
     engine.reset(synthetic_start(engine))

@@ -87,7 +87,7 @@ class PlaySession:
                                        horizon=horizon or default_horizon, mode=mode,
                                        background_compile=mode is not None and mode.compile)
         if self.engine.compile_state == "compiling":
-            self.compile_thread = self.engine.compile_in_background()
+            self.engine.compile_in_background()
         self.rng = np.random.default_rng(seed)
         if cfg.kind == "atari":
             self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
