@@ -164,7 +164,7 @@ def compile_denoise(den: Denoiser, device: torch.device, per_call_cuda_graphs: b
     if device.type == "cpu":
         return AOTCompiled(den, "denoise_batch")
     # DIAMOND_PLAY_INDUCTOR_MODE (e.g. max-autotune-no-cudagraphs) overrides the torch.compile mode: a benchmarking
-    # lever for GPU runs (scripts/gpu_check.sh, PARTS=levers), not yet measured enough to be a default.
+    # lever for GPU runs (scripts/gpu_check.sh, PARTS=autotune), not yet measured enough to be a default.
     mode = os.environ.get("DIAMOND_PLAY_INDUCTOR_MODE") or ("reduce-overhead" if per_call_cuda_graphs else None)
     return torch.compile(den.denoise_batch, dynamic=False, mode=mode)
 
@@ -301,7 +301,7 @@ class WorldModelEngine:
         self.agent = agent.to(device).eval()
         self.mode = mode or ExecutionMode()
         if torch.device(device).type == "cuda" and os.environ.get("DIAMOND_PLAY_CUDNN_BENCHMARK") == "1":
-            # Autotuned convolution algorithms for the fixed play shapes: a GPU benchmarking lever (PARTS=levers)
+            # Autotuned convolution algorithms for the fixed play shapes: a GPU benchmarking lever (PARTS=target)
             torch.backends.cudnn.benchmark = True
         check_execution_mode(self.mode, torch.device(device))
         background_compile = background_compile and not self.mode.cuda_graph  # the graph captures compiled kernels

@@ -1,9 +1,16 @@
-"""Where a frame's GPU time goes: a torch.profiler table of one engine mode's frames plus raw conv/matmul rates,
-to tell a slow kernel from a slow card. Usage: python scripts/gpu_profile.py [csgo|atari] [mode] [frames]."""
+"""Where a frame's GPU time goes: per-frame GPU time by kernel family and a torch.profiler table of one engine mode's
+frames, plus raw conv/matmul rates to tell a slow kernel from a slow card.
+
+Usage: python scripts/gpu_profile.py [--kind csgo|atari] [--mode MODE] [--frames N] [--no-rates]
+
+Compiled modes are profiled without CUDA graphs (inductor mode "default" unless DIAMOND_PLAY_INDUCTOR_MODE says
+otherwise): the profiler cannot see the kernels inside a graph replay, and they are the same kernels the
+compiled-graph mode replays."""
 
 from __future__ import annotations
 
-import sys
+import argparse
+import os
 import time
 from functools import partial
 
@@ -89,27 +96,76 @@ def group_norm_paths() -> None:
         print(f"  {c:4d}x{h:3d}x{w:3d} ({per_group:8d} per group): native {times[0]:.4f}  parallel {times[1]:.4f}")
 
 
+KERNEL_FAMILIES = (  # (family, substrings of the lower-cased kernel name), first match wins
+    ("convolution", ("fprop", "implicit_gemm", "conv", "dgrad", "wgrad", "winograd")),
+    ("attention", ("sdpa", "flash", "fmha", "attention")),
+    ("group norm", ("group_norm", "groupnorm", "rowwisemoments", "var_mean", "native_batch_norm")),
+    ("inductor reduction", ("triton_red", "triton_per")),
+    ("inductor pointwise", ("triton_poi", "triton_")),
+    ("matmul", ("gemm", "cublas", "cutlass", "matmul")),
+    ("copy / cast", ("copy", "cast", "cat_")),
+)
+
+
+def kernel_family(name: str) -> str:
+    lowered = name.lower()
+    for family, keys in KERNEL_FAMILIES:
+        if any(key in lowered for key in keys):
+            return family
+    return "other element-wise"
+
+
+def family_summary(prof: profile, frames: int) -> None:
+    """GPU ms per frame and kernel launches per frame by kernel family: what to attack next."""
+    totals: dict[str, list[float]] = {}
+    for event in prof.key_averages():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        self_us = getattr(event, "self_device_time_total", None)
+        if self_us is None:
+            self_us = event.self_cuda_time_total
+        entry = totals.setdefault(kernel_family(event.key), [0.0, 0])
+        entry[0] += self_us / 1e3 / frames
+        entry[1] += event.count / frames
+    frame_ms = sum(ms for ms, _ in totals.values())
+    print(f"GPU time per frame by kernel family (sum {frame_ms:.2f} ms; kernels run back to back in a CUDA graph):")
+    for family, (ms, count) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {family:22s} {ms:8.3f} ms  {100 * ms / max(frame_ms, 1e-9):5.1f}%  {count:7.0f} kernels")
+
+
 def main() -> None:
-    kind = sys.argv[1] if len(sys.argv) > 1 else "csgo"
-    mode = EXECUTION_MODES[sys.argv[2] if len(sys.argv) > 2 else "eager-bf16-cl"]
-    frames = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("csgo", "atari"), default="csgo")
+    parser.add_argument("--mode", choices=sorted(EXECUTION_MODES), default="eager-bf16-cl")
+    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--no-rates", action="store_true", help="skip the raw conv/matmul/group-norm rates")
+    args = parser.parse_args()
+    mode = EXECUTION_MODES[args.mode]
+    if mode.cuda_graph:
+        parser.error("the profiler cannot see inside a CUDA graph: profile the mode without -graph")
+    if mode.compile:
+        os.environ.setdefault("DIAMOND_PLAY_INDUCTOR_MODE", "default")  # no per-call CUDA graphs (see above)
     cudnn = torch.backends.cudnn
     print(f"cudnn {cudnn.version()} enabled={cudnn.enabled} benchmark={cudnn.benchmark} "
           f"deterministic={cudnn.deterministic} tf32 conv={cudnn.allow_tf32} "
           f"matmul={torch.backends.cuda.matmul.allow_tf32}")
-    raw_rates()
-    agent = random_agent(kind)  # used once: the engine may change it in place
-    sampling = csgo_sampling("quality") if kind == "csgo" else None
+    if not args.no_rates:
+        raw_rates()
+    agent = random_agent(args.kind)  # used once: the engine may change it in place
+    sampling = csgo_sampling("quality") if args.kind == "csgo" else None
     engine = WorldModelEngine(agent, sampling=sampling, device=torch.device("cuda"), seed=0, mode=mode)
     start = synthetic_start(engine)
     engine.reset(start)
-    for _ in range(3):
+    started = time.perf_counter()
+    for _ in range(3):  # compiles in compiled modes
         engine.step(start.actions[-1])
     torch.cuda.synchronize()
+    print(f"{args.kind} {mode.name}: warm-up {time.perf_counter() - started:.1f} s")
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(frames):
+        for _ in range(args.frames):
             engine.step(start.actions[-1])
         torch.cuda.synchronize()
+    family_summary(prof, args.frames)
     table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
     print(table)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=70))
