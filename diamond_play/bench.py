@@ -50,7 +50,7 @@ class ModeResult:
     components_ms: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     warmup_s: float = 0.0
-    # CPU compiled modes: "built" when the warm-up compiled the networks, "cache" when it loaded them from disk
+    # AOTInductor compiled modes: "built" when the warm-up compiled the networks, "cache" when it loaded them from disk
     compiled_from: str = ""
 
 

@@ -1,4 +1,4 @@
-"""Networks compiled ahead of time for CPU play, kept on disk so that the next start loads them in milliseconds.
+"""Networks compiled ahead of time for play, kept on disk so that the next start loads them in milliseconds.
 
 `torch.compile` with inductor freezing (weights folded into the kernels, oneDNN weight prepacking) gives the fast
 CPU modes, but freezing turns off inductor's own graph cache: every start re-traced and re-generated the code, a
@@ -7,7 +7,11 @@ eager play beside it fell below 1 fps. Here the same inductor kernels are built 
 (`torch.export` + `aoti_compile_and_package`) into a `.pt2` package, keyed by everything that decides them, and
 loaded from disk afterwards.
 
-The key covers the torch version and CPU capability, the model code (`models/`, `config.py`), the model's config,
+CPU builds freeze the weights into the kernels; GPU builds (opt-in, `DIAMOND_PLAY_GPU_COMPILER=aoti`) keep
+torch.compile's GPU settings and are loaded single-threaded, so that a whole-frame CUDA graph can capture them.
+
+The key covers the torch version and the device (CPU capability, or GPU name, compute capability and CUDA
+version), the model code (`models/`, `config.py`), the model's config,
 the weights' bytes (freezing bakes them in), the autocast state of the first call and the shapes, strides and
 dtypes of its inputs. A call with another input layout builds (or loads) its own package.
 
@@ -87,8 +91,19 @@ def _quiet_weight_groups():
         yield
 
 
-def load_package(path: Path) -> Callable[..., Any]:
+def device_key(device: torch.device) -> str:
+    """What decides the generated kernels besides the model: the CPU's vector ISA or the GPU and its toolkit."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}|{torch.cuda.get_device_capability(device)}|{torch.version.cuda}"
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def load_package(path: Path, device: torch.device) -> Callable[..., Any]:
+    # GPU runners single-threaded: the default runner's threads break CUDA graph capture.
     with _quiet_weight_groups():
+        if device.type == "cuda":
+            return torch._inductor.aoti_load_package(str(path), run_single_threaded=True,
+                                                     device_index=device.index or 0)
         return torch._inductor.aoti_load_package(str(path))
 
 
@@ -96,22 +111,29 @@ class CompileCancelled(RuntimeError):
     pass
 
 
-def _autocast(dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return torch.autocast("cpu", dtype) if dtype is not None else contextlib.nullcontext()
+def _autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device_type, dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def module_device(module: nn.Module) -> torch.device:
+    for t in module.parameters():
+        return t.device
+    return torch.device("cpu")
 
 
 class _BoundCall(nn.Module):
     """`owner.method(*args)` as a module's forward, under the autocast state it was first called with (export
     records the casts only when autocast is entered inside the traced code)."""
 
-    def __init__(self, owner: nn.Module, method: str, autocast_dtype: torch.dtype | None) -> None:
+    def __init__(self, owner: nn.Module, method: str, device_type: str, autocast_dtype: torch.dtype | None) -> None:
         super().__init__()
         self.owner = owner
         self.method = method
+        self.device_type = device_type
         self.autocast_dtype = autocast_dtype
 
     def forward(self, *args: Any) -> Any:
-        with _autocast(self.autocast_dtype):
+        with _autocast(self.device_type, self.autocast_dtype):
             return getattr(self.owner, self.method)(*args)
 
 
@@ -128,7 +150,8 @@ def _prune(cache_dir: Path, budget: int = CACHE_BYTES) -> None:
 
 
 class AOTCompiled:
-    """`owner.method` compiled by AOTInductor (with freezing) for CPU inference, cached on disk.
+    """`owner.method` compiled by AOTInductor for inference on the owner's device (CPU: with freezing), cached
+    on disk.
 
     The first call with a new input layout loads the matching package, or exports and compiles one (about a
     minute for the Atari U-Net on 2 cores) and writes it atomically; later calls run the loaded kernels."""
@@ -136,6 +159,7 @@ class AOTCompiled:
     def __init__(self, owner: nn.Module, method: str, cache_dir: Path | None = None) -> None:
         self.owner = owner
         self.method = method
+        self.device = module_device(owner)
         self.cache_dir = cache_dir
         self.runners: dict[str, Callable[..., Any]] = {}
         self._weights_digest: str | None = None
@@ -152,7 +176,8 @@ class AOTCompiled:
                 self._process.kill()
 
     def __call__(self, *args: Any) -> Any:
-        autocast_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        device_type = self.device.type
+        autocast_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
         signature = f"{autocast_dtype}|{input_signature(args)}"
         runner = self.runners.get(signature)
         if runner is None:
@@ -162,7 +187,7 @@ class AOTCompiled:
     def package_path(self, signature: str) -> Path:
         if self._weights_digest is None:
             self._weights_digest = weights_digest(self.owner)
-        key = "\n".join((torch.__version__, torch.backends.cpu.get_cpu_capability(), _code_digest(),
+        key = "\n".join((torch.__version__, device_key(self.device), _code_digest(),
                          type(self.owner).__qualname__, repr(getattr(self.owner, "cfg", None)), self.method,
                          self._weights_digest, signature))
         name = f"{type(self.owner).__name__.lower()}-{self.method}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
@@ -173,13 +198,13 @@ class AOTCompiled:
         path = self.package_path(signature)
         if path.exists():
             try:
-                runner = load_package(path)
+                runner = load_package(path, self.device)
                 os.utime(path)  # recently used: kept by _prune
                 return runner
             except Exception:  # noqa: BLE001 - a truncated or foreign file: build it again
                 path.unlink(missing_ok=True)
         self._build(args, autocast_dtype, path)
-        return load_package(path)
+        return load_package(path, self.device)
 
     def _build(self, args: tuple[Any, ...], autocast_dtype: torch.dtype | None, path: Path) -> None:
         if self._cancelled:
@@ -188,9 +213,10 @@ class AOTCompiled:
         # Strict (dynamo) tracing: non-strict export patches torch functions process-wide, which broke the eager
         # steps that play runs on another thread meanwhile. The outer autocast is needed for the trace to see
         # the casts the inner one records.
-        with torch.no_grad(), _autocast(autocast_dtype):
-            program = torch.export.export(_BoundCall(self.owner, self.method, autocast_dtype).eval(), tuple(args),
-                                          strict=True)
+        device_type = self.device.type
+        with torch.no_grad(), _autocast(device_type, autocast_dtype):
+            program = torch.export.export(_BoundCall(self.owner, self.method, device_type, autocast_dtype).eval(),
+                                          tuple(args), strict=True)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as tmp:
             program_file, package_file = Path(tmp) / "program.pt2", Path(tmp) / "package.pt2"
             with _quiet_weight_groups():
@@ -199,7 +225,8 @@ class AOTCompiled:
                 if self._cancelled:
                     raise CompileCancelled("compilation cancelled")
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "diamond_play.compile_cache", str(program_file), str(package_file)],
+                    [sys.executable, "-m", "diamond_play.compile_cache", str(program_file), str(package_file),
+                     device_type],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             _, err = self._process.communicate()
             returncode, self._process = self._process.returncode, None
@@ -213,16 +240,17 @@ class AOTCompiled:
         _prune(path.parent)
 
 
-def compile_exported_program(program_file: Path, package_file: Path) -> None:
-    """The child process's work: inductor with freezing (weights folded and prepacked) over an exported program."""
+def compile_exported_program(program_file: Path, package_file: Path, device_type: str = "cpu") -> None:
+    """The child process's work: inductor over an exported program. On CPUs with freezing (weights folded and
+    prepacked for oneDNN); on GPUs with torch.compile's default settings, whose kernels the GPU figures measure."""
     import torch._inductor.config as inductor_config
 
     program = torch.export.load(program_file)
-    with inductor_config.patch(freezing=True):
+    with inductor_config.patch(freezing=device_type == "cpu"):
         torch._inductor.aoti_compile_and_package(program, package_path=str(package_file))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m diamond_play.compile_cache PROGRAM.pt2 PACKAGE.pt2")
-    compile_exported_program(Path(sys.argv[1]), Path(sys.argv[2]))
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: python -m diamond_play.compile_cache PROGRAM.pt2 PACKAGE.pt2 [cpu|cuda]")
+    compile_exported_program(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:])

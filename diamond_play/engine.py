@@ -156,12 +156,20 @@ def default_execution_mode(device: torch.device, interactive: bool = False) -> E
     return EXECUTION_MODES["eager-fp32"]
 
 
+def compiles_ahead_of_time(device: torch.device) -> bool:
+    """Whether compiled modes build AOTInductor packages cached on disk (in a child process that a quit can stop)
+    rather than torch.compile in the playing process: always on CPUs; on GPUs when DIAMOND_PLAY_GPU_COMPILER=aoti,
+    a lever not yet measured on a GPU (scripts/gpu_check.sh, PARTS=target), so not yet the default there."""
+    return device.type == "cpu" or os.environ.get("DIAMOND_PLAY_GPU_COMPILER", "torch.compile") == "aoti"
+
+
 def compile_denoise(den: Denoiser, device: torch.device, per_call_cuda_graphs: bool = True):
     """One compiled graph per denoiser call (preconditioning, U-Net and output rounding), reused by every sampler
     step. On CPUs: AOTInductor with freezing, cached on disk (`compile_cache`), so a restart loads it in
     milliseconds. On GPUs: torch.compile, whose CUDA graphs replay each call with one launch (reduce-overhead),
-    unless the whole frame is captured as one graph around the compiled kernels."""
-    if device.type == "cpu":
+    unless the whole frame is captured as one graph around the compiled kernels (there AOTInductor can stand in
+    for torch.compile: `compiles_ahead_of_time`)."""
+    if compiles_ahead_of_time(device) and not (device.type == "cuda" and per_call_cuda_graphs):
         return AOTCompiled(den, "denoise_batch")
     # DIAMOND_PLAY_INDUCTOR_MODE (e.g. max-autotune-no-cudagraphs) overrides the torch.compile mode: a benchmarking
     # lever for GPU runs (scripts/gpu_check.sh, PARTS=autotune), not yet measured enough to be a default.
@@ -208,7 +216,7 @@ def rew_end_step_fn(model: RewEndModel, mode: ExecutionMode, compile_now: bool =
     method = "predict_rew_end_one_step" if mode.inference_kernels else "predict_rew_end"
     if not (mode.compile and compile_now):
         return getattr(model, method)
-    if next(model.parameters()).device.type == "cpu":
+    if compiles_ahead_of_time(next(model.parameters()).device):
         return AOTCompiled(model, method)
     return torch.compile(getattr(model, method), dynamic=False)
 
@@ -259,7 +267,9 @@ class FrameGraph:
     (frame stack, actions, previous full-res frame) and returns tensors the graph owns, valid until the next
     replay."""
 
-    def __init__(self, frame: Callable[[Randn], tuple[Tensor, Tensor | None]], device: torch.device) -> None:
+    def __init__(self, frame: Callable[[Randn], tuple[Tensor, Tensor | None]], device: torch.device,
+                 networks_version: int = 0) -> None:
+        self.networks_version = networks_version  # the engine's networks it captured
         self.noise = PredrawnNoise.laid_out_by(frame, device)
         side = torch.cuda.Stream(device)  # warm-up (allocator, cuBLAS/cuDNN choices) off the capturing stream
         side.wait_stream(torch.cuda.current_stream(device))
@@ -304,7 +314,10 @@ class WorldModelEngine:
             # Autotuned convolution algorithms for the fixed play shapes: a GPU benchmarking lever (PARTS=target)
             torch.backends.cudnn.benchmark = True
         check_execution_mode(self.mode, torch.device(device))
-        background_compile = background_compile and not self.mode.cuda_graph  # the graph captures compiled kernels
+        # A whole-frame graph is captured around the networks: it compiles in the background only where the build
+        # runs in a child process (AOTInductor), else at the first frame, before the capture.
+        background_compile = background_compile and (
+            not self.mode.cuda_graph or compiles_ahead_of_time(torch.device(device)))
         apply_execution_mode(self.agent, self.mode, torch.device(device), compile_now=not background_compile)
         self.compile_state = "compiling" if self.mode.compile and background_compile else (
             "compiled" if self.mode.compile else "eager")
@@ -337,15 +350,23 @@ class WorldModelEngine:
         self.started = False
         self.cancel_event = threading.Event()  # set from another thread to abandon a step in progress
         self.frame_graph: FrameGraph | None = None  # captured at the first step of a CUDA-graph mode
+        # Bumped when compiled networks are swapped in: a frame graph captured before then is captured again.
+        self.networks_version = 0
+        self.compile_after_capture = False
         self.background_compilers: list[AOTCompiled] = []
         self.compilers_lock = threading.Lock()
         self.compile_thread: threading.Thread | None = None
         self.closed = False
 
-    def compile_in_background(self) -> threading.Thread:
+    def compile_in_background(self) -> None:
         """Compile the denoisers on a thread while steps run eagerly, warm them up on dummy inputs of the real
         shapes (same autocast, layout and no-grad state, a separate random generator), then swap them in between
-        two steps. Play starts at once; a failed compile leaves the engine eager (`compile_state` says why)."""
+        two steps. Play starts at once; a failed compile leaves the engine eager (`compile_state` says why).
+        CUDA-graph modes first capture the eager frame (a capture must not overlap other GPU work), start the
+        thread after it, and capture the compiled frame once it is ready."""
+        if self.mode.cuda_graph and self.frame_graph is None:
+            self.compile_after_capture = True
+            return
 
         def work() -> None:
             started = time.perf_counter()
@@ -354,14 +375,16 @@ class WorldModelEngine:
                 randn = make_randn(self.device, generator=torch.Generator(self.device).manual_seed(0))
                 den = self.agent.denoiser
                 shadow = copy.copy(den)  # shares the parameters; its own fast_denoise
-                shadow.fast_denoise = self._track(compile_denoise(shadow, self.device))
+                whole_frame_graph = self.mode.cuda_graph
+                shadow.fast_denoise = self._track(compile_denoise(shadow, self.device, not whole_frame_graph))
                 with torch.no_grad(), self.autocast():
                     low = predict_low_res(shadow, self.sampling.dynamics, self.obs.clone(), self.act.clone(), randn)
                     compiled[den] = shadow.fast_denoise
                     up = self.agent.upsampler
                     if up is not None and self.full_res is not None and self.sampling.upsampler is not None:
                         shadow_up = copy.copy(up)
-                        shadow_up.fast_denoise = self._track(compile_denoise(shadow_up, self.device))
+                        shadow_up.fast_denoise = self._track(
+                            compile_denoise(shadow_up, self.device, not whole_frame_graph))
                         upsample_frame(shadow_up, self.sampling.upsampler, low, self.full_res.clone(), randn)
                         compiled[up] = shadow_up.fast_denoise
                     rew_end_step = None
@@ -374,6 +397,7 @@ class WorldModelEngine:
                     module.fast_denoise = fn  # one attribute store: the next step uses it
                 if rew_end_step is not None:
                     self.rew_end_step = rew_end_step
+                self.networks_version += 1
                 self.compile_state = f"compiled in {time.perf_counter() - started:.0f} s"
             except CompileCancelled:
                 self.compile_state = "eager (compile cancelled)"
@@ -383,7 +407,6 @@ class WorldModelEngine:
 
         self.compile_thread = threading.Thread(target=work, name="diamond-play-compile", daemon=True)
         self.compile_thread.start()
-        return self.compile_thread
 
     def _track(self, fn):
         if isinstance(fn, AOTCompiled):
@@ -484,8 +507,12 @@ class WorldModelEngine:
         timer = Timer(self.device)
         self.act[0, -1] = torch.as_tensor(action, device=self.device).to(self.act.dtype)
         if self.mode.cuda_graph:
-            if self.frame_graph is None:
-                self.frame_graph = FrameGraph(self.imagine, self.device)
+            if self.frame_graph is None or self.frame_graph.networks_version != self.networks_version:
+                self.frame_graph = None  # frees the previous graph's memory before the new capture
+                self.frame_graph = FrameGraph(self.imagine, self.device, self.networks_version)
+                if self.compile_after_capture:
+                    self.compile_after_capture = False
+                    self.compile_in_background()
                 timer = Timer(self.device)  # capture time is start-up, not frame latency
             low_res, full_res = self.frame_graph.replay(self.generator)
             components = {"frame graph": timer.lap()}

@@ -7,7 +7,8 @@
 # checks do not need):
 #   mkdir -p .gpu && cp -r ../shared/conformance .gpu/ && echo /.gpu/ >> .git/info/exclude
 # then run with the device tool: command "bash scripts/gpu_check.sh", carry [".gpu"], timeout_s 590 (the default
-# parts, check and target, take about 6 minutes on an H100; "PARTS=play,compiled,train ..." reruns the full tables).
+# parts, check and target, should take 8-10 minutes on an H100, in order of value; if the first call is cut
+# short, "PARTS=target ..." as a second call at once; "PARTS=play,compiled,train ..." reruns the full tables).
 # Everything printed goes to $OUT/log.txt and the benchmarks' JSON into $OUT/json.tar: the device tool brings
 # back at most 8 files.
 set -uo pipefail
@@ -23,9 +24,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 
 # PARTS picks what runs, so a short lease can split the work over two calls. By default "check" (CUDA conformance
-# and the whole-frame CUDA graph tests) and "target" (the open target, CS:GO quality >= 60 Hz: the compiled-graph
-# figure, the same with cuDNN autotuning, raw conv and group-norm rates per map size, and where a compiled frame's
-# GPU time goes, by kernel family). On request: "play" (eager and graph play benchmarks, no compiling), "profile"
+# and the whole-frame CUDA graph tests, AOTInductor ones included) and "target" (the open target, CS:GO quality
+# >= 60 Hz: the compiled-graph figure, where a compiled frame's GPU time goes by kernel family, raw conv and
+# group-norm rates per map size, the frame from AOTInductor packages, and cuDNN autotuning). On request: "play" (eager and graph play benchmarks, no compiling), "profile"
 # (an eager CS:GO frame's kernels), "compiled" (the torch.compile tables), "train" (one training-step benchmark)
 # and "autotune" (inductor max-autotune, minutes of compiling).
 PARTS=${PARTS:-check,target}
@@ -35,7 +36,7 @@ bench() { local limit=$1 name=$2; shift 2; timeout "$limit" $PY -m diamond_play 
 
 if part check; then
   echo "== CUDA conformance (official outputs, fp32, TF32 off) and whole-frame CUDA graphs"
-  timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_conformance.py tests/test_cuda_graph.py || status=1
+  timeout 300 $PY -m pytest -q -p no:cacheprovider tests/test_conformance.py tests/test_cuda_graph.py || status=1
 fi
 
 if part play; then
@@ -45,13 +46,22 @@ if part play; then
   bench 45 atari atari --frames 100 --modes eager-bf16-cl,graph-bf16-cl
 fi
 
+# In order of value, so a run cut short still brings back the first figures: the compiled-graph baseline, where
+# its GPU time goes, the same frame from AOTInductor packages (a first build, then a start from the disk cache),
+# then cuDNN autotuning.
 if part target; then
-  echo "== CS:GO quality, compiled-graph-bf16-cl: baseline, then with cudnn.benchmark (autotuned convolutions)"
+  echo "== CS:GO quality, compiled-graph-bf16-cl (torch.compile)"
   bench 200 csgo_quality_compiled csgo --preset quality --frames 20 --modes compiled-graph-bf16-cl
-  DIAMOND_PLAY_CUDNN_BENCHMARK=1 bench 150 csgo_quality_compiled_cudnn_benchmark csgo --preset quality --frames 20 \
-    --modes compiled-graph-bf16-cl
   echo "== profile: raw conv and group-norm rates, then CS:GO quality compiled kernels (as the graph replays them)"
   timeout 180 $PY scripts/gpu_profile.py --kind csgo --mode compiled-bf16-cl --frames 2 || status=1
+  echo "== CS:GO quality, compiled-graph-bf16-cl from AOTInductor packages: first build, then from the cache"
+  DIAMOND_PLAY_GPU_COMPILER=aoti bench 240 csgo_quality_aoti csgo --preset quality --frames 20 \
+    --modes compiled-graph-bf16-cl
+  DIAMOND_PLAY_GPU_COMPILER=aoti bench 90 csgo_quality_aoti_cached csgo --preset quality --frames 20 \
+    --modes compiled-graph-bf16-cl
+  echo "== CS:GO quality, compiled-graph-bf16-cl with cudnn.benchmark (autotuned convolutions)"
+  DIAMOND_PLAY_CUDNN_BENCHMARK=1 bench 150 csgo_quality_compiled_cudnn_benchmark csgo --preset quality --frames 20 \
+    --modes compiled-graph-bf16-cl
 fi
 
 if part profile; then

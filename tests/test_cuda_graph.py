@@ -8,6 +8,7 @@ from helpers import ONE_LEVEL, tiny_agent
 
 import diamond_play
 from diamond_play.bench import synthetic_start
+from diamond_play.compile_cache import AOTCompiled
 from diamond_play.engine import EXECUTION_MODES, WorldModelEngine
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -36,3 +37,38 @@ def test_compiled_graph_within_tolerance_of_eager_fp32(conformance_dir):
     ref = frames(load(), "eager-fp32", steps=1)[0]
     out = frames(load(), "compiled-graph-bf16-cl", steps=1)[0]
     assert ((out - ref).abs() <= ONE_LEVEL).float().mean() >= 0.99
+
+
+def test_aot_compiled_frame_graph_within_tolerance_of_eager_fp32(conformance_dir, monkeypatch):
+    """DIAMOND_PLAY_GPU_COMPILER=aoti: AOTInductor packages (cached on disk) captured in the whole-frame graph."""
+    monkeypatch.setenv("DIAMOND_PLAY_GPU_COMPILER", "aoti")
+    load = lambda: diamond_play.load_agent(conformance_dir / "atari" / "agent.pt")  # noqa: E731
+    ref = frames(load(), "eager-fp32", steps=1)[0]
+    out = frames(load(), "compiled-graph-bf16-cl", steps=1)[0]
+    assert ((out - ref).abs() <= ONE_LEVEL).float().mean() >= 0.99
+
+
+def test_graph_mode_plays_at_once_and_captures_the_compiled_frame_when_the_background_build_is_done(monkeypatch):
+    monkeypatch.setenv("DIAMOND_PLAY_GPU_COMPILER", "aoti")
+    engine = WorldModelEngine(tiny_agent("csgo"), device="cuda", seed=0,
+                              mode=EXECUTION_MODES["compiled-graph-bf16-cl"], background_compile=True)
+    reference = WorldModelEngine(tiny_agent("csgo"), device="cuda", seed=0, mode=EXECUTION_MODES["graph-bf16-cl"])
+    assert engine.compile_state == "compiling"
+    engine.compile_in_background()
+    assert engine.compile_thread is None  # waits for the first capture: no GPU work may overlap it
+
+    def step_both() -> float:
+        for e in (engine, reference):
+            e.step(e.act[0, -1].cpu().numpy())
+        return ((engine.full_res - reference.full_res).abs() <= ONE_LEVEL).float().mean().item()
+
+    for e in (engine, reference):
+        e.reset(synthetic_start(e))
+    assert step_both() >= 0.99  # the eager frame graph, captured at once
+    assert engine.compile_thread is not None and engine.frame_graph.networks_version == 0
+    engine.compile_thread.join(timeout=600)
+    assert engine.compile_state.startswith("compiled"), engine.compile_state
+    assert isinstance(engine.agent.upsampler.fast_denoise, AOTCompiled)
+    assert step_both() >= 0.99  # captured again, around the compiled networks
+    assert engine.frame_graph.networks_version == engine.networks_version == 1
+    engine.close()
