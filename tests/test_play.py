@@ -248,8 +248,11 @@ def test_headless_soak_keeps_memory_flat(atari_weights):
 
     for _ in range(300):
         session.step(int(rng.integers(4)))
-    warm = rss_mb()
-    for _ in range(3000):
+    samples = []  # one every 100 frames: a single reading swings by +-12 MB (allocator caching), a leak does not
+    for i in range(3000):
         session.step(int(rng.integers(4)))
-    assert rss_mb() - warm < 30, f"memory grew from {warm:.0f} MB to {rss_mb():.0f} MB"
+        if i % 100 == 99:
+            samples.append(rss_mb())
+    first, last = float(np.median(samples[:10])), float(np.median(samples[-10:]))
+    assert last - first < 30, f"memory grew from {first:.0f} MB to {last:.0f} MB over 2,000 frames"
     session.close()
