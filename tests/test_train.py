@@ -197,7 +197,7 @@ def test_segment_batches_feed_both_losses(breakout_data):
     loss, _ = agent.denoiser(batch.obs, batch.act, batch.mask_padding)
     rbatch = SegmentSampler(episodes, 8, 2, seed=0, beyond_end=True).sample()
     rloss, metrics = agent.rew_end_model(rbatch.obs, rbatch.act, rbatch.rew, rbatch.end, rbatch.mask_padding)
-    assert torch.isfinite(loss) and torch.isfinite(rloss) and np.isfinite(metrics["loss_end"])
+    assert torch.isfinite(loss) and torch.isfinite(rloss) and np.isfinite(float(metrics["loss_end"]))
 
 
 def test_reward_and_end_recall_and_precision_count_the_right_steps(breakout_data):
