@@ -108,9 +108,14 @@ def cmd_play(args: argparse.Namespace) -> None:
         raise UserError(f"unknown --mode {args.mode!r}: use auto or one of {', '.join(EXECUTION_MODES)}")
     mode = (default_execution_mode(torch.device(device), interactive=not args.headless) if args.mode == "auto"
             else EXECUTION_MODES[args.mode])
+    if mode.compile and args.headless:
+        print(f"{mode.name}: compiling the networks before the first frame (a first start builds them, a minute "
+              "or more; later starts load them from the disk cache)", file=sys.stderr)
+    # A window plays at once while the networks compile; a headless run waits for them, so it stays in one mode.
     session = PlaySession(agent, device=device, seed=args.seed, horizon=args.horizon,
                           spawn=getattr(args, "spawn", None), sampling=sampling,
-                          record_dataset=args.record_dataset, fps=args.fps, mode=mode)
+                          record_dataset=args.record_dataset, fps=args.fps, mode=mode,
+                          compile_in_background=not args.headless)
     stats = run_headless(session, opts) if args.headless else run_window(session, opts)
     print(stats.summary() + (f"; {mode.name} {session.engine.compile_state}" if mode.compile else ""))
     if args.record:
@@ -125,7 +130,8 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--seed", type=int, help="seed for the sampler and start states (deterministic play)")
     p.add_argument("--mode", default="auto", help="execution mode: auto (on bf16 CPUs compiled-bf16-cl in a window, "
-                   "eager until its background compile is ready, and eager-bf16-cl headless; graph-bf16-cl on bf16 "
+                   "eager until its background compile is ready, and eager-bf16-cl headless (where a compiled mode "
+                   "compiles before the first frame); graph-bf16-cl on bf16 "
                    "GPUs; else eager-fp32), eager-fp32 (reference), "
                    "eager-bf16, eager-bf16-cl, compiled-fp32, compiled-bf16-cl, and on GPUs graph-bf16-cl, "
                    "compiled-graph-bf16-cl (see `diamond-play bench`)")

@@ -367,46 +367,50 @@ class WorldModelEngine:
         if self.mode.cuda_graph and self.frame_graph is None:
             self.compile_after_capture = True
             return
-
-        def work() -> None:
-            started = time.perf_counter()
-            try:
-                compiled = {}
-                randn = make_randn(self.device, generator=torch.Generator(self.device).manual_seed(0))
-                den = self.agent.denoiser
-                shadow = copy.copy(den)  # shares the parameters; its own fast_denoise
-                whole_frame_graph = self.mode.cuda_graph
-                shadow.fast_denoise = self._track(compile_denoise(shadow, self.device, not whole_frame_graph))
-                with torch.no_grad(), self.autocast():
-                    low = predict_low_res(shadow, self.sampling.dynamics, self.obs.clone(), self.act.clone(), randn)
-                    compiled[den] = shadow.fast_denoise
-                    up = self.agent.upsampler
-                    if up is not None and self.full_res is not None and self.sampling.upsampler is not None:
-                        shadow_up = copy.copy(up)
-                        shadow_up.fast_denoise = self._track(
-                            compile_denoise(shadow_up, self.device, not whole_frame_graph))
-                        upsample_frame(shadow_up, self.sampling.upsampler, low, self.full_res.clone(), randn)
-                        compiled[up] = shadow_up.fast_denoise
-                    rew_end_step = None
-                    if self.agent.rew_end_model is not None:
-                        rew_end_step = self._track(rew_end_step_fn(self.agent.rew_end_model, self.mode))
-                        dim = self.agent.rew_end_model.lstm.hidden_size
-                        state = (torch.zeros(1, 1, dim, device=self.device), torch.zeros(1, 1, dim, device=self.device))
-                        rew_end_step(self.obs[:, -1:].clone(), self.act[:, -1:].clone(), low[:, None], state)
-                for module, fn in compiled.items():
-                    module.fast_denoise = fn  # one attribute store: the next step uses it
-                if rew_end_step is not None:
-                    self.rew_end_step = rew_end_step
-                self.networks_version += 1
-                self.compile_state = f"compiled in {time.perf_counter() - started:.0f} s"
-            except CompileCancelled:
-                self.compile_state = "eager (compile cancelled)"
-            except Exception as e:  # noqa: BLE001 - compilation is an optimisation: keep playing eagerly
-                reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
-                self.compile_state = f"eager (compile failed: {reason})"
-
-        self.compile_thread = threading.Thread(target=work, name="diamond-play-compile", daemon=True)
+        self.compile_thread = threading.Thread(target=self.compile_networks, name="diamond-play-compile",
+                                               daemon=True)
         self.compile_thread.start()
+
+    def compile_networks(self) -> None:
+        """The compile of `compile_in_background`, run in the calling thread: before the first step, it keeps a
+        run in one mode from its first frame (a seed then reproduces it exactly)."""
+        if self.compile_state != "compiling":  # eager modes, or networks compiled when the engine was made
+            return
+        started = time.perf_counter()
+        try:
+            compiled = {}
+            randn = make_randn(self.device, generator=torch.Generator(self.device).manual_seed(0))
+            den = self.agent.denoiser
+            shadow = copy.copy(den)  # shares the parameters; its own fast_denoise
+            whole_frame_graph = self.mode.cuda_graph
+            shadow.fast_denoise = self._track(compile_denoise(shadow, self.device, not whole_frame_graph))
+            with torch.no_grad(), self.autocast():
+                low = predict_low_res(shadow, self.sampling.dynamics, self.obs.clone(), self.act.clone(), randn)
+                compiled[den] = shadow.fast_denoise
+                up = self.agent.upsampler
+                if up is not None and self.full_res is not None and self.sampling.upsampler is not None:
+                    shadow_up = copy.copy(up)
+                    shadow_up.fast_denoise = self._track(
+                        compile_denoise(shadow_up, self.device, not whole_frame_graph))
+                    upsample_frame(shadow_up, self.sampling.upsampler, low, self.full_res.clone(), randn)
+                    compiled[up] = shadow_up.fast_denoise
+                rew_end_step = None
+                if self.agent.rew_end_model is not None:
+                    rew_end_step = self._track(rew_end_step_fn(self.agent.rew_end_model, self.mode))
+                    dim = self.agent.rew_end_model.lstm.hidden_size
+                    state = (torch.zeros(1, 1, dim, device=self.device), torch.zeros(1, 1, dim, device=self.device))
+                    rew_end_step(self.obs[:, -1:].clone(), self.act[:, -1:].clone(), low[:, None], state)
+            for module, fn in compiled.items():
+                module.fast_denoise = fn  # one attribute store: the next step uses it
+            if rew_end_step is not None:
+                self.rew_end_step = rew_end_step
+            self.networks_version += 1
+            self.compile_state = f"compiled in {time.perf_counter() - started:.0f} s"
+        except CompileCancelled:
+            self.compile_state = "eager (compile cancelled)"
+        except Exception as e:  # noqa: BLE001 - compilation is an optimisation: keep playing eagerly
+            reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+            self.compile_state = f"eager (compile failed: {reason})"
 
     def _track(self, fn):
         if isinstance(fn, AOTCompiled):

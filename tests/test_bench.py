@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import ONE_LEVEL, tiny_agent
@@ -109,6 +110,25 @@ def test_compiled_play_starts_eager_and_switches_when_the_background_compile_is_
     before = engine.obs[0, -1].clone()
     result = engine.step(1)
     assert result.frame.shape == (64, 64, 3) and not torch.equal(engine.obs[0, -1], before)
+
+
+def test_headless_compiled_play_compiles_before_the_first_frame_and_replays_exactly(atari_weights, capsys):
+    from diamond_play.play.session import PlaySession
+
+    def play() -> list[np.ndarray]:
+        session = PlaySession(diamond_play.load_agent(atari_weights), seed=0,
+                              mode=EXECUTION_MODES["compiled-bf16-cl"], compile_in_background=False)
+        assert session.engine.compile_state.startswith("compiled in"), session.engine.compile_state
+        assert session.engine.compile_thread is None
+        frames = [session.step(a).frame.copy() for a in (1, 2, 3, 0)]
+        session.close()
+        return frames
+
+    first, again = play(), play()
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert main(["atari", "Breakout", "--weights", str(atari_weights), "--headless", "--frames", "3",
+                 "--actions", "random", "--seed", "0", "--mode", "compiled-bf16-cl"]) == 0
+    assert "compiled-bf16-cl compiled in" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("kind", ["atari", "csgo"])

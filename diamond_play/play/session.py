@@ -77,17 +77,23 @@ class EpisodeRecorder:
 class PlaySession:
     def __init__(self, agent: Agent, device: torch.device | str = "cpu", seed: int | None = None,
                  horizon: int | None = None, spawn: int | None = None, sampling=None,
-                 record_dataset: str | None = None, fps: float = 10.0, mode: ExecutionMode | None = None) -> None:
+                 record_dataset: str | None = None, fps: float = 10.0, mode: ExecutionMode | None = None,
+                 compile_in_background: bool = True) -> None:
         cfg = agent.config
         self.kind = cfg.kind
         default_horizon = 50 if cfg.kind == "atari" else 1000  # official play settings
         # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready (the
-        # engine says whether it can: CUDA-graph modes compile and capture at the first frame instead).
+        # engine says whether it can: CUDA-graph modes under torch.compile compile and capture at the first frame
+        # instead). Without `compile_in_background` (headless runs) they compile before the first frame, so the
+        # whole run is in one mode and a seed reproduces it.
         self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
                                        horizon=horizon or default_horizon, mode=mode,
                                        background_compile=mode is not None and mode.compile)
         if self.engine.compile_state == "compiling":
-            self.engine.compile_in_background()
+            if compile_in_background:
+                self.engine.compile_in_background()
+            else:
+                self.engine.compile_networks()
         self.rng = np.random.default_rng(seed)
         if cfg.kind == "atari":
             self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
