@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 from diamond_play.data.spawns import load_spawns
-from diamond_play.engine import AtariStarts, SpawnStarts, WorldModelEngine
+from diamond_play.engine import (
+    EXECUTION_MODES,
+    AtariStarts,
+    ExecutionMode,
+    SpawnStarts,
+    WorldModelEngine,
+    default_execution_mode,
+)
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 
@@ -18,15 +25,25 @@ from diamond_play.models.agent import Agent
 class WorldModelEnv(gym.Env):
     """Observations are the frames the world model imagines (uint8 RGB, full-res for two-stage engines); rewards
     and terminations come from the agent's reward/termination model (0 / False without one); episodes are truncated
-    at `horizon`. Atari engines start from the real game's first frames, CS:GO engines from spawn points."""
+    at `horizon`. Atari engines start from the real game's first frames, CS:GO engines from spawn points.
+
+    `mode` is an execution mode name (see `diamond-play bench`), "auto" (the headless default of `diamond-play`)
+    or an `ExecutionMode`; the default is eager fp32, the reference semantics. Compiled modes compile (or load
+    from the disk cache) here, before the first step, so a seed reproduces an episode exactly."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, agent: Agent, device: torch.device | str = "cpu", horizon: int | None = None,
-                 spawn: int | None = None, render_mode: str | None = None) -> None:
+                 spawn: int | None = None, render_mode: str | None = None,
+                 mode: str | ExecutionMode = "eager-fp32") -> None:
         cfg = agent.config
-        self.engine = WorldModelEngine(agent, device=device, seed=0,
+        if isinstance(mode, str):
+            if mode != "auto" and mode not in EXECUTION_MODES:
+                raise UserError(f"unknown mode {mode!r}: use auto or one of {', '.join(EXECUTION_MODES)}")
+            mode = default_execution_mode(torch.device(device)) if mode == "auto" else EXECUTION_MODES[mode]
+        self.engine = WorldModelEngine(agent, device=device, seed=0, mode=mode, background_compile=mode.compile,
                                        horizon=horizon or (50 if cfg.kind == "atari" else 1000))
+        self.engine.compile_networks()  # compiled modes: now, not mid-episode
         self.render_mode = render_mode
         h, w = cfg.frame_size
         self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
@@ -65,6 +82,7 @@ class WorldModelEnv(gym.Env):
         return self._frame if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:
+        self.engine.close()
         self.starts.close()
 
 

@@ -11,6 +11,7 @@ import diamond_play
 from diamond_play.cli import main
 from diamond_play.data.episodes import Dataset
 from diamond_play.envs import csgo
+from diamond_play.errors import UserError
 from diamond_play.play.app import PlayOptions, WindowApp
 from diamond_play.play.controls import AtariControls, CSGOControls
 from diamond_play.play.session import PlaySession
@@ -218,6 +219,21 @@ def test_missing_default_weights_say_how_to_get_them(tmp_path, monkeypatch, caps
     monkeypatch.setenv("DIAMOND_PLAY_SHIPPED_WEIGHTS", str(tmp_path / "none"))
     assert main(["atari", "Pong", "--headless", "--frames", "1", "--actions", "random"]) == 2
     assert "diamond-play download atari Pong" in capsys.readouterr().err
+
+
+def test_world_model_env_in_a_compiled_mode_compiles_first_and_replays_a_seed_exactly(atari_weights):
+    env = diamond_play.make_env("Breakout", weights=atari_weights, mode="compiled-bf16-cl")
+    assert env.engine.compile_state.startswith("compiled in"), env.engine.compile_state
+
+    def episode() -> list[np.ndarray]:
+        obs, _ = env.reset(seed=7)
+        return [obs] + [env.step(a)[0] for a in (1, 2, 3)]
+
+    first, again = episode(), episode()
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    env.close()
+    with pytest.raises(UserError, match="unknown mode"):
+        diamond_play.make_env("Breakout", weights=atari_weights, mode="warp-speed")
 
 
 def test_world_model_env_passes_gymnasium_checker(atari_weights, csgo_weights):
