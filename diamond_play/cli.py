@@ -102,12 +102,9 @@ def cmd_play(args: argparse.Namespace) -> None:
         raise UserError("--actions policy needs weights with an actor-critic")
     import torch
 
-    from diamond_play.engine import EXECUTION_MODES, default_execution_mode
+    from diamond_play.engine import execution_mode_named
 
-    if args.mode != "auto" and args.mode not in EXECUTION_MODES:
-        raise UserError(f"unknown --mode {args.mode!r}: use auto or one of {', '.join(EXECUTION_MODES)}")
-    mode = (default_execution_mode(torch.device(device), interactive=not args.headless) if args.mode == "auto"
-            else EXECUTION_MODES[args.mode])
+    mode = execution_mode_named(args.mode, torch.device(device), interactive=not args.headless)
     if mode.compile and args.headless:
         print(f"{mode.name}: compiling the networks before the first frame (a first start builds them, a minute "
               "or more; later starts load them from the disk cache)", file=sys.stderr)

@@ -156,6 +156,15 @@ def default_execution_mode(device: torch.device, interactive: bool = False) -> E
     return EXECUTION_MODES["eager-fp32"]
 
 
+def execution_mode_named(name: str, device: torch.device, interactive: bool = False) -> ExecutionMode:
+    """A mode by name, or "auto" for `default_execution_mode`."""
+    if name == "auto":
+        return default_execution_mode(device, interactive)
+    if name not in EXECUTION_MODES:
+        raise UserError(f"unknown mode {name!r}: use auto or one of {', '.join(EXECUTION_MODES)}")
+    return EXECUTION_MODES[name]
+
+
 def compiles_ahead_of_time(device: torch.device) -> bool:
     """Whether compiled modes build AOTInductor packages cached on disk (in a child process that a quit can stop)
     rather than torch.compile in the playing process: always on CPUs; on GPUs when DIAMOND_PLAY_GPU_COMPILER=aoti,

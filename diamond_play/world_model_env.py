@@ -10,14 +10,7 @@ import numpy as np
 import torch
 
 from diamond_play.data.spawns import load_spawns
-from diamond_play.engine import (
-    EXECUTION_MODES,
-    AtariStarts,
-    ExecutionMode,
-    SpawnStarts,
-    WorldModelEngine,
-    default_execution_mode,
-)
+from diamond_play.engine import AtariStarts, ExecutionMode, SpawnStarts, WorldModelEngine, execution_mode_named
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 
@@ -38,9 +31,7 @@ class WorldModelEnv(gym.Env):
                  mode: str | ExecutionMode = "eager-fp32") -> None:
         cfg = agent.config
         if isinstance(mode, str):
-            if mode != "auto" and mode not in EXECUTION_MODES:
-                raise UserError(f"unknown mode {mode!r}: use auto or one of {', '.join(EXECUTION_MODES)}")
-            mode = default_execution_mode(torch.device(device)) if mode == "auto" else EXECUTION_MODES[mode]
+            mode = execution_mode_named(mode, torch.device(device))
         self.engine = WorldModelEngine(agent, device=device, seed=0, mode=mode, background_compile=mode.compile,
                                        horizon=horizon or (50 if cfg.kind == "atari" else 1000))
         self.engine.compile_networks()  # compiled modes: now, not mid-episode
