@@ -316,22 +316,23 @@ class WorldModelEngine:
 
     def __init__(self, agent: Agent, sampling: SamplingConfig | None = None, device: torch.device | str = "cpu",
                  seed: int | None = None, horizon: int = 1000, mode: ExecutionMode | None = None,
-                 background_compile: bool = False) -> None:
+                 defer_compile: bool = False) -> None:
+        """`defer_compile`: a compiled mode's networks stay eager until `compile_in_background` (play starts at
+        once) or `compile_networks` (before the first step) compiles them."""
         self.agent = agent.to(device).eval()
         self.mode = mode or ExecutionMode()
         if torch.device(device).type == "cuda" and os.environ.get("DIAMOND_PLAY_CUDNN_BENCHMARK") == "1":
             # Autotuned convolution algorithms for the fixed play shapes: a GPU benchmarking lever (PARTS=target)
             torch.backends.cudnn.benchmark = True
         check_execution_mode(self.mode, torch.device(device))
-        # A whole-frame graph is captured around the networks: it compiles in the background only where the build
-        # runs in a child process (AOTInductor), else at the first frame, before the capture.
-        background_compile = background_compile and (
-            not self.mode.cuda_graph or compiles_ahead_of_time(torch.device(device)))
-        apply_execution_mode(self.agent, self.mode, torch.device(device), compile_now=not background_compile)
-        self.compile_state = "compiling" if self.mode.compile and background_compile else (
+        # A whole-frame graph is captured around the networks: their compile is deferred only where the build
+        # runs in a child process (AOTInductor), else it happens at the first frame, before the capture.
+        defer_compile = defer_compile and (not self.mode.cuda_graph or compiles_ahead_of_time(torch.device(device)))
+        apply_execution_mode(self.agent, self.mode, torch.device(device), compile_now=not defer_compile)
+        self.compile_state = "compiling" if self.mode.compile and defer_compile else (
             "compiled" if self.mode.compile else "eager")
         self.rew_end_step = None if agent.rew_end_model is None else rew_end_step_fn(
-            agent.rew_end_model, self.mode, compile_now=not background_compile)
+            agent.rew_end_model, self.mode, compile_now=not defer_compile)
         self.config = agent.config
         self.sampling = sampling or agent.config.sampling
         if agent.upsampler is not None and self.sampling.upsampler is None:

@@ -32,7 +32,7 @@ class WorldModelEnv(gym.Env):
         cfg = agent.config
         if isinstance(mode, str):
             mode = execution_mode_named(mode, torch.device(device))
-        self.engine = WorldModelEngine(agent, device=device, seed=0, mode=mode, background_compile=mode.compile,
+        self.engine = WorldModelEngine(agent, device=device, seed=0, mode=mode, defer_compile=mode.compile,
                                        horizon=horizon or (50 if cfg.kind == "atari" else 1000))
         self.engine.compile_networks()  # compiled modes: now, not mid-episode
         self.render_mode = render_mode

@@ -51,7 +51,7 @@ def test_aot_compiled_frame_graph_within_tolerance_of_eager_fp32(conformance_dir
 def test_graph_mode_plays_at_once_and_captures_the_compiled_frame_when_the_background_build_is_done(monkeypatch):
     monkeypatch.setenv("DIAMOND_PLAY_GPU_COMPILER", "aoti")
     engine = WorldModelEngine(tiny_agent("csgo"), device="cuda", seed=0,
-                              mode=EXECUTION_MODES["compiled-graph-bf16-cl"], background_compile=True)
+                              mode=EXECUTION_MODES["compiled-graph-bf16-cl"], defer_compile=True)
     reference = WorldModelEngine(tiny_agent("csgo"), device="cuda", seed=0, mode=EXECUTION_MODES["graph-bf16-cl"])
     assert engine.compile_state == "compiling"
     engine.compile_in_background()

@@ -88,7 +88,7 @@ class PlaySession:
         # whole run is in one mode and a seed reproduces it.
         self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
                                        horizon=horizon or default_horizon, mode=mode,
-                                       background_compile=mode is not None and mode.compile)
+                                       defer_compile=mode is not None and mode.compile)
         if self.engine.compile_state == "compiling":
             if compile_in_background:
                 self.engine.compile_in_background()
