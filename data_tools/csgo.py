@@ -167,11 +167,12 @@ def view(dataset_dir: Path, max_ticks: int | None = None) -> None:
     """←/→ frame, PgUp/PgDn ±10 frames, ↑/↓ episode, Esc quits."""
     import pygame
 
+    from diamond_play.play.display import init_window_display
+
     ds = Dataset(dataset_dir / "test" if (dataset_dir / "test").is_dir() else dataset_dir)
     if len(ds) == 0:
         raise UserError(f"no episodes in {str(dataset_dir)!r}")
-    pygame.display.init()
-    pygame.font.init()
+    init_window_display()
     screen = pygame.display.set_mode((560, 340))
     pygame.display.set_caption("data_tools.csgo view")
     font = pygame.font.Font(None, 20)

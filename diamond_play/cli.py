@@ -204,6 +204,22 @@ def cmd_train_atari(args: argparse.Namespace) -> None:
           f"diamond-play play --weights {root} --actions policy")
 
 
+def cmd_train_agent(args: argparse.Namespace) -> None:
+    from diamond_play.train.agent import agent_layers, train_agent
+
+    check_out_or_resume(args)
+    if args.resume is None and args.weights is None:
+        raise UserError("a new run needs --weights ENGINE (a world model with a reward/termination model, e.g. "
+                        "weights/atari/Breakout)")
+    layers = agent_layers(args.weights, args.data, args.preset) if args.resume is None else []
+    if args.resume is not None and (args.weights or args.data or args.preset):
+        raise UserError("--resume continues with the run's own engine, data and preset: drop --weights/--data/"
+                        "--preset (change settings with key=value)")
+    root = train_agent(args.out, args.resume, layers, list(args.overrides), args.command_line, args.fresh_optimiser)
+    print(f"run saved in {root}; watch its policy play in its world model with: "
+          f"diamond-play play --weights {root} --actions policy")
+
+
 def cmd_record(args: argparse.Namespace) -> None:
     from diamond_play.play.record import RecordOptions, record
 
@@ -327,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_record)
 
-    p = sub.add_parser("train", help="train engines: `train engine` (any recorded game), "
-                       "`train atari` (the Atari 100k loop)")
+    p = sub.add_parser("train", help="train engines and agents: `train engine` (any recorded game), `train csgo` "
+                       "(DIAMOND's CS:GO engine), `train atari` (the Atari 100k loop), `train agent` (an "
+                       "actor-critic inside an engine)")
     train_sub = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     t = train_sub.add_parser("engine", help="train a world model (+ reward/termination model) on a recorded dataset")
     t.add_argument("--data", type=Path, help="dataset folder (dataset.yaml + episodes/)")
@@ -358,6 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Atari game (e.g. Breakout; not needed with --resume), then config overrides, e.g. "
                    "total_env_steps=50000 denoiser.batch_size=16 amp=true")
     t.set_defaults(func=cmd_train_atari)
+    t = train_sub.add_parser("agent", help="train an actor-critic entirely inside a world model (frozen denoiser + "
+                             "reward/termination model), evaluated in the real game for Atari engines")
+    t.add_argument("--weights", type=Path, help="the engine: weights directory with a reward/termination model")
+    t.add_argument("--data", type=Path, help="dataset of the engine's game whose real segments start the imagined "
+                   "episodes (default: the engine's own training data, where its provenance names it)")
+    add_run_dir_options(t)
+    t.add_argument("--preset", choices=["paper", "tiny"], help="paper (default): DIAMOND's actor-critic and "
+                   "imagination settings; tiny: minutes, for trying the pipeline")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. num_steps_denoising=1 "
+                   "num_envs=16 actor_critic_size=small amp=true num_threads=1")
+    t.set_defaults(func=cmd_train_agent)
 
     p = sub.add_parser("eval", help="measure a world model on held-out real episodes (PSNR, SSIM, open loop)")
     p.add_argument("weights", type=Path, help="weights directory, run directory or official .pt")

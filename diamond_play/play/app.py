@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from diamond_play.engine import Cancelled
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.play.controls import AtariControls, CSGOControls, KeymapControls, default_keymap
+from diamond_play.play.display import init_window_display, init_windowless_display
 from diamond_play.play.session import Outcome, PlaySession
 from diamond_play.play.video import VideoRecorder
 
@@ -254,8 +254,7 @@ class WindowApp:
     """The pygame window. `tick()` handles events, starts a step when one is due, draws; `run()` loops it."""
 
     def __init__(self, session: PlaySession, opts: PlayOptions) -> None:
-        pygame.display.init()
-        pygame.font.init()
+        init_window_display()
         pygame.display.set_caption(f"diamond-play: {session.engine.config.game}")
         self.session, self.opts = session, opts
         self.renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]))
@@ -403,13 +402,11 @@ def scripted_actions(session: PlaySession, source: str):
 
 def run_headless(session: PlaySession, opts: PlayOptions) -> Stats:
     """No window: step `opts.frames` times with random, policy or file actions; optionally record the video."""
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     if opts.actions == "human":
         raise UserError("--headless needs --actions random, policy or FILE: there is no keyboard")
     if opts.frames is None:
         raise UserError("--headless needs --frames N")
-    pygame.display.init()
-    pygame.font.init()
+    init_windowless_display()
     state = AppState(session, opts)
     scripted = None if opts.actions == "policy" else scripted_actions(session, opts.actions)
     renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]))

@@ -10,6 +10,7 @@ import pygame
 
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
+from diamond_play.play.display import init_windowless_display
 
 # Atari: which key gives which direction token. Arrows are left for the app (view and horizon), as in DIAMOND.
 ATARI_KEYS = {pygame.K_w: "UP", pygame.K_s: "DOWN", pygame.K_a: "LEFT", pygame.K_d: "RIGHT", pygame.K_SPACE: "FIRE"}
@@ -137,8 +138,7 @@ class KeymapControls:
         keys = keymap.get("keys", {})
         self.default = int(keymap.get("default", 0))
         self.codes: dict[int, int] = {}
-        if not pygame.display.get_init():  # key names resolve through SDL's video subsystem
-            pygame.display.init()
+        init_windowless_display()  # key names resolve through SDL's video subsystem
         for name, action in keys.items():
             try:
                 code = pygame.key.key_code(str(name))

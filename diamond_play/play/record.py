@@ -16,6 +16,7 @@ from diamond_play.envs.pixels import make_pixel_env
 from diamond_play.errors import UserError
 from diamond_play.play.app import Pacer, default_scale
 from diamond_play.play.controls import AtariControls, KeymapControls, default_keymap
+from diamond_play.play.display import init_window_display
 
 
 @dataclass
@@ -66,18 +67,17 @@ def record(opts: RecordOptions) -> Dataset:
     info = DatasetInfo(game=env.game, num_actions=env.num_actions, action_names=list(env.action_meanings),
                        fps=opts.fps, frame_size=frame_size, source=f"diamond-play record {opts.env_id}",
                        keymap=keymap)
-    dataset = Dataset(opts.out, info)
     rng = np.random.default_rng(opts.seed)
     human = opts.policy == "human"
     pick = None if human else scripted_policy(opts.policy, env.num_actions, rng)
     screen = controls = None
     if human:
-        pygame.display.init()
-        pygame.font.init()
+        init_window_display()  # before the dataset exists: without a display nothing is written
         scale = opts.scale or default_scale("atari" if atari else "custom", tuple(frame_size))
         screen = pygame.display.set_mode((frame_size[1] * scale, frame_size[0] * scale))
         pygame.display.set_caption(f"diamond-play record: {env.game} (Esc to stop)")
         controls = (AtariControls(env.action_meanings) if atari else KeymapControls(keymap, env.num_actions))
+    dataset = Dataset(opts.out, info)
     pacer = Pacer(opts.fps)
     total, quit_requested = 0, False
     frame, _ = env.reset()

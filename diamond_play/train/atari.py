@@ -74,8 +74,7 @@ from diamond_play.train.rl import (
     ActorCriticLossConfig,
     ImaginedEnvs,
     RolloutRunner,
-    actor_critic_loss,
-    lambda_returns,
+    imagination_loss_fn,
 )
 from diamond_play.train.world_model import (
     DENOISER_PRESETS,
@@ -278,12 +277,20 @@ class Collector:
         self.steps = state["steps"]
 
 
+@dataclass
+class RealGames:
+    """What `evaluate_policy` measured: one entry per full game."""
+
+    returns: list[float]
+    lengths: list[int]
+
+
 @torch.no_grad()
 def evaluate_policy(policy: nn.Module, game: str, episodes: int, max_steps: int, seed: int,
-                    device: torch.device, show_progress: bool = True) -> list[float]:
-    """Returns of full games (no life-loss ends) played by sampling from π (ε = 0), as the official test env."""
+                    device: torch.device, show_progress: bool = True) -> RealGames:
+    """Full games (no life-loss ends) played by sampling from π (ε = 0), as the official test env."""
     env = AtariEnv(game, seed=seed)
-    returns = []
+    returns, lengths = [], []
     for _ in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not show_progress, leave=False):
         frame, _ = env.reset()
         state, total, steps = None, 0.0, 0
@@ -295,24 +302,13 @@ def evaluate_policy(policy: nn.Module, game: str, episodes: int, max_steps: int,
             if end or trunc or (max_steps and steps >= max_steps):
                 break
         returns.append(total)
+        lengths.append(steps)
     env.close()
-    return returns
+    return RealGames(returns, lengths)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The loop
-
-
-def actor_critic_loss_fn(runner: RolloutRunner, cfg: AtariTrainConfig):
-    def loss(module: nn.Module, _batch: Any):
-        r = runner.rollout(module, cfg.backup_every)
-        returns = lambda_returns(r.rew, r.end, r.trunc, r.val_bootstrap, cfg.rl.gamma, cfg.rl.lambda_)
-        loss_value, metrics = actor_critic_loss(r.logits_act.float(), r.act, r.val.float(), returns, cfg.rl)
-        metrics["imagined_reward"] = r.rew.mean()
-        metrics["imagined_end"] = r.end.float().mean()
-        return loss_value, metrics
-
-    return loss
 
 
 def collect_epoch(collector: Collector, policy: nn.Module, cfg: AtariTrainConfig, first: bool,
@@ -401,7 +397,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
         (ModelTrainer("rew_end", agent.rew_end_model, cfg.rew_end.optim, device, cfg.amp, False, dist_info),
          batches(rew_sampler, device), rew_end_loss, cfg.rew_end),
         (ModelTrainer("actor_critic", agent.actor_critic, cfg.actor_critic.optim, device, cfg.amp, False, dist_info),
-         forever(), actor_critic_loss_fn(runner, cfg), cfg.actor_critic),
+         forever(), imagination_loss_fn(runner, cfg.backup_every, cfg.rl), cfg.actor_critic),
     ]
     collector = Collector(cfg.game, dataset, cfg.epsilon, cfg.seed, device) if dataset is not None else None
     np_rngs = {"denoiser": den_sampler.rng, "rew_end": rew_sampler.rng, "starts": start_sampler.rng}
@@ -480,7 +476,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
             if last_epoch or (cfg.eval_every and epoch % cfg.eval_every == 0):
                 n_eval = cfg.final_eval_episodes if last_epoch else cfg.eval_episodes
                 eval_returns = evaluate_policy(agent.actor_critic, cfg.game, n_eval, cfg.eval_max_steps,
-                                               cfg.seed + 10_000 + epoch, device)
+                                               cfg.seed + 10_000 + epoch, device).returns
                 mean_return = float(np.mean(eval_returns))
                 scalars["eval/return"] = mean_return
                 hns = human_normalized_score(cfg.game, mean_return)

@@ -183,9 +183,11 @@ class RolloutRunner:
         self.state = None if state["state"] is None else (state["state"][0].to(device), state["state"][1].to(device))
 
     @staticmethod
-    @torch.no_grad()
     def burn_in(policy: nn.Module, frames: Tensor) -> HiddenState:
-        """Zero the LSTM and run it over (n, L−1, C, H, W) real frames, as the official loop does after a reset."""
+        """Zero the LSTM and run it over (n, L−1, C, H, W) real frames, as the official loop does after a reset.
+
+        With gradients, as the official env loop: the state it leaves feeds the rest of the rollout, so the loss
+        reaches the encoder and LSTM through the burn-in frames too."""
         state = None
         for i in range(frames.shape[1]):
             _, _, state = policy(frames[:, i], state)
@@ -240,3 +242,26 @@ class RolloutRunner:
         return Rollout(obs=torch.stack(all_obs, dim=1), act=torch.stack(acts, dim=1), rew=torch.stack(rews, dim=1),
                        end=torch.stack(ends, dim=1), trunc=torch.stack(truncs, dim=1),
                        logits_act=torch.stack(logits_l, dim=1), val=val, val_bootstrap=val_bootstrap)
+
+
+def explained_variance(values: Tensor, returns: Tensor) -> Tensor:
+    """1 − Var(G − V) / Var(G): 1 for a perfect critic, 0 for a constant one, negative for a harmful one."""
+    var = returns.var()
+    return 1 - (returns - values).var() / var if var > 0 else torch.zeros((), device=returns.device)
+
+
+def imagination_loss_fn(runner: RolloutRunner, backup_every: int, cfg: ActorCriticLossConfig):
+    """The actor-critic's loss for `ModelTrainer.step`: a fresh rollout of `backup_every` imagined steps per update,
+    λ-returns and the REINFORCE + value + entropy loss, with what a reader plots beside it."""
+
+    def loss(module: nn.Module, _batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        r = runner.rollout(module, backup_every)
+        returns = lambda_returns(r.rew, r.end, r.trunc, r.val_bootstrap, cfg.gamma, cfg.lambda_)
+        loss_value, metrics = actor_critic_loss(r.logits_act.float(), r.act, r.val.float(), returns, cfg)
+        metrics["imagined_reward"] = r.rew.mean()
+        metrics["imagined_reward_rate"] = (r.rew != 0).float().mean()
+        metrics["imagined_end"] = r.end.float().mean()
+        metrics["value_explained_variance"] = explained_variance(r.val.detach().float(), returns)
+        return loss_value, metrics
+
+    return loss

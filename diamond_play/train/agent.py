@@ -1,0 +1,363 @@
+"""Recipe: an actor-critic trained entirely inside a frozen world model (DIAMOND's RL phase on its own).
+
+`diamond-play train agent --weights ENGINE --out RUN_DIR [--data DATASET]`: the engine's denoiser and
+reward/termination model imagine every step; imagined episodes start from segments of real frames of the same game;
+the rollout and loss are the Atari 100k loop's (`train.rl`). Each epoch is `steps_per_epoch` updates, then the
+metrics are logged, a Breakout behaviour probe and (every `eval_every` epochs) real games are played, the engine +
+actor-critic are exported and the training state (actor-critic, optimiser, RNGs, the imagined environments) is saved,
+so `--resume RUN_DIR` continues as if it had never stopped. The frozen world model is not in the state: it is read
+from the engine again, which must be the same file (its digest is checked).
+
+Run directory: config.yaml, checkpoints/{state.pt, last/, best/}, log.csv and TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from diamond_play import __version__
+from diamond_play.config import ActorCriticConfig, WeightsConfig, dump_yaml, from_dict, read_yaml
+from diamond_play.data.collect import BREAKOUT_BALL_X, BREAKOUT_BALL_Y, BREAKOUT_PADDLE_X, BreakoutTracker
+from diamond_play.data.episodes import Dataset, write_text_atomically
+from diamond_play.data.segments import SegmentSampler
+from diamond_play.engine import frames_to_tensor
+from diamond_play.envs.atari import ATARI_100K_GAMES, AtariEnv, ale_games, human_normalized_score
+from diamond_play.errors import UserError
+from diamond_play.models.actor_critic import ActorCritic
+from diamond_play.models.agent import Agent
+from diamond_play.train.atari import ACTOR_CRITIC_PRESETS, evaluate_policy, tensors_to_cpu
+from diamond_play.train.core import (
+    DistInfo,
+    ModelTrainer,
+    OptimConfig,
+    RunDir,
+    RunLogger,
+    build_run_config,
+    progress,
+    resolve_device,
+    rng_state,
+    run_phase,
+    set_rng_state,
+    starting_command,
+)
+from diamond_play.train.rl import ActorCriticLossConfig, ImaginedEnvs, RolloutRunner, imagination_loss_fn
+from diamond_play.weights.format import MODEL_FILE, SPAWN_DIR
+
+
+@dataclass
+class AgentTrainConfig:
+    """Every setting of an imagination-only actor-critic run (saved as RUN_DIR/config.yaml)."""
+
+    engine: str = ""
+    """Weights directory of the world model; its denoiser and reward/termination model stay frozen."""
+    data: str = ""
+    """Dataset of the engine's game whose real segments start the imagined episodes (default: the engine's own,
+    when its provenance names an existing dataset folder)."""
+    actor_critic_size: str = "paper"
+    """Size of the trained network: paper (DIAMOND's actor-critic), small or tiny."""
+    actor_critic_model: dict[str, Any] = field(default_factory=dict)
+    """ActorCriticConfig fields on top of the size, e.g. {lstm_dim: 256}."""
+    epochs: int = 100
+    """Epochs to train; each ends with logging, export and a resumable checkpoint."""
+    steps_per_epoch: int = 100
+    """Actor-critic updates per epoch."""
+    num_envs: int = 32
+    """Imagined environments stepped together (the paper's actor-critic batch)."""
+    horizon: int = 15
+    """Imagined episodes are truncated after this many steps and restarted from fresh real segments."""
+    backup_every: int = 15
+    """Imagined steps per update (the λ-return window)."""
+    num_steps_denoising: int = 0
+    """Euler steps per imagined frame; 0: the engine's own sampler setting (3 for Atari engines)."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(weight_decay=0.0, max_grad_norm=100.0))
+    """AdamW for the actor-critic (the paper's: lr 1e-4, no weight decay, clipping 100, 100 warm-up steps)."""
+    rl: ActorCriticLossConfig = field(default_factory=ActorCriticLossConfig)
+    """Discount, λ and the loss weights."""
+    eval_every: int = 5
+    """Epochs between real-game evaluations (Atari engines only); 0: only after the last epoch."""
+    eval_episodes: int = 4
+    """Full real games per evaluation (ε = 0, actions sampled from π)."""
+    final_eval_episodes: int = 20
+    """Full real games after the last epoch."""
+    eval_max_steps: int = 0
+    """Cap on a real game's steps; 0: the game's own end."""
+    probe_frames: int = 2000
+    """Held-out real frames for the behaviour probe (Breakout); 0: no probe."""
+    device: str = "auto"
+    amp: bool = False
+    """bf16 autocast for imagination and the actor-critic."""
+    seed: int = 0
+    num_threads: int = 0
+    """CPU threads for torch (0: torch's default). On a machine shared with another job, 1 per process."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # Minutes on a CPU: for tests and for trying the pipeline.
+    "tiny": {"actor_critic_size": "tiny", "epochs": 2, "steps_per_epoch": 2, "num_envs": 4, "horizon": 5,
+             "backup_every": 5, "eval_every": 1, "eval_episodes": 1, "final_eval_episodes": 1,
+             "eval_max_steps": 100, "probe_frames": 100},
+}
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def actor_critic_config(cfg: AgentTrainConfig, engine: WeightsConfig) -> ActorCriticConfig:
+    if cfg.actor_critic_size not in ACTOR_CRITIC_PRESETS:
+        raise UserError(f"unknown actor_critic_size {cfg.actor_critic_size!r}: use one of "
+                        f"{sorted(ACTOR_CRITIC_PRESETS)}")
+    assert engine.agent.rew_end_model is not None
+    return from_dict(ActorCriticConfig, {**ACTOR_CRITIC_PRESETS[cfg.actor_critic_size],
+                                         "img_size": engine.agent.rew_end_model.img_size,
+                                         "num_actions": engine.num_actions, **cfg.actor_critic_model},
+                     "actor_critic_model")
+
+
+def engine_dataset(cfg: AgentTrainConfig, engine: Agent) -> Dataset:
+    """The dataset the imagined episodes start from, checked against the engine."""
+    data = cfg.data or str(engine.config.provenance.get("data", ""))
+    if not data or not (Path(data) / "dataset.yaml").is_file():
+        raise UserError("which real frames start the imagined episodes? pass --data DATASET (a dataset of the "
+                        f"engine's game, {engine.config.game})")
+    dataset = Dataset(data)
+    info = dataset.info
+    if len(dataset) == 0:
+        raise UserError(f"dataset {data!r} has no episodes: record or collect some first")
+    if info.game.lower() != engine.config.game.lower() or info.num_actions != engine.config.num_actions:
+        raise UserError(f"dataset {data!r} holds {info.game} with {info.num_actions} actions but the engine plays "
+                        f"{engine.config.game} with {engine.config.num_actions}: pass --data of the engine's game")
+    if info.action_type != "discrete":
+        raise UserError("train agent needs discrete actions (the actor-critic picks one action per step)")
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Behaviour probe
+
+
+@dataclass
+class BreakoutProbeFrames:
+    """Real Breakout frames with the ball and paddle positions read from the emulator's RAM."""
+
+    frames: np.ndarray  # uint8 (N, 64, 64, 3)
+    first: np.ndarray  # bool (N,): the frame starts an episode (the LSTM is zeroed there)
+    ball_minus_paddle: np.ndarray  # float (N,)
+    ball_in_play: np.ndarray  # bool (N,)
+
+
+def breakout_probe_frames(num_frames: int, seed: int) -> BreakoutProbeFrames:
+    """Frames played by the scripted tracker (never seen in training: its own seed), one life per episode."""
+    env = AtariEnv("Breakout", end_on_life_loss=True, seed=seed)
+    rng = np.random.default_rng(seed)
+    tracker = BreakoutTracker(rng, env.action_meanings)
+    frames, first, offset, in_play = [], [], [], []
+    frame, start = None, True
+    while len(frames) < num_frames:
+        if frame is None:
+            frame, _ = env.reset()
+            tracker.new_episode()
+            start = True
+        ram = env.ram()
+        frames.append(frame)
+        first.append(start)
+        offset.append(float(ram[BREAKOUT_BALL_X]) - float(ram[BREAKOUT_PADDLE_X]))
+        in_play.append(bool(ram[BREAKOUT_BALL_Y] != 0))
+        frame, _, end, trunc, _ = env.step(tracker(env))
+        start = False
+        if end or trunc:
+            frame = None
+    env.close()
+    return BreakoutProbeFrames(np.stack(frames), np.array(first), np.array(offset), np.array(in_play))
+
+
+@torch.no_grad()
+def breakout_probe(policy: torch.nn.Module, probe: BreakoutProbeFrames, action_names: Sequence[str],
+                   device: torch.device) -> dict[str, float]:
+    """Does the policy react to the game? The correlation between its right-minus-left preference and the ball's
+    horizontal offset from the paddle (ball in play), and how likely it fires with and without a ball in play."""
+    policy.eval()
+    probs, state = [], None
+    for frame, first in zip(probe.frames, probe.first, strict=True):
+        if first:
+            state = None
+        logits, _, state = policy(frames_to_tensor(frame[None], device), state)
+        probs.append(torch.softmax(logits.float(), dim=-1)[0].cpu().numpy())
+    p = np.stack(probs)
+    names = list(action_names)
+    right_minus_left = p[:, names.index("RIGHT")] - p[:, names.index("LEFT")]
+    fire = p[:, names.index("FIRE")]
+    play = probe.ball_in_play
+    x, y = right_minus_left[play], probe.ball_minus_paddle[play]
+    corr = float(np.corrcoef(x, y)[0, 1]) if len(x) > 1 and x.std() > 0 and y.std() > 0 else 0.0
+    out = {"probe/right_left_vs_ball_offset_corr": corr, "probe/fire_in_play": float(fire[play].mean())}
+    if (~play).any():
+        out["probe/fire_ball_out"] = float(fire[~play].mean())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def load_config(run: RunDir, resume: bool, layers: list[dict[str, Any]], overrides: list[str]) -> AgentTrainConfig:
+    if resume:
+        return build_run_config(AgentTrainConfig, [read_yaml(run.config_path)], overrides)
+    return build_run_config(AgentTrainConfig, layers, overrides)
+
+
+def agent_layers(engine: Path | None, data: Path | None, preset: str | None) -> list[dict[str, Any]]:
+    preset = preset or "paper"
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: use one of {sorted(PRESETS)}")
+    return [PRESETS[preset], {"engine": str(engine) if engine else "", **({"data": str(data)} if data else {})}]
+
+
+def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str],
+                command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
+    from diamond_play.weights.loading import load_agent
+
+    run = RunDir(resume or out)  # type: ignore[arg-type]
+    cfg = load_config(run, resume is not None, layers, overrides)
+    if not cfg.engine:
+        raise UserError("which world model? pass --weights ENGINE (a weights directory with a reward/termination "
+                        "model, e.g. weights/atari/Breakout)")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device, DistInfo())
+    agent = load_agent(cfg.engine, device=device)
+    if agent.rew_end_model is None:
+        raise UserError(f"engine {cfg.engine!r} has no reward/termination model: an agent learns from imagined "
+                        "rewards; train one with `diamond-play train engine` (train_rew_end=true)")
+    if agent.upsampler is not None or agent.config.kind == "csgo":
+        raise UserError("train agent needs a one-stage engine with discrete actions (Atari or a recorded game)")
+    assert agent.weights_path is not None
+    engine_digest = file_digest(agent.weights_path / MODEL_FILE)
+    dataset = engine_dataset(cfg, agent)
+    episodes = [dataset[i] for i in range(len(dataset))]
+    for ep in episodes:
+        dataset.check_actions(ep)
+    size = agent.rew_end_model.cfg.img_size
+    if tuple(episodes[0].frames.shape[1:3]) != (size, size):
+        raise UserError(f"dataset {cfg.data!r} has {episodes[0].frames.shape[1]}x{episodes[0].frames.shape[2]} "
+                        f"frames; the engine works at {size}x{size}: pass a dataset of the engine's resolution")
+
+    if resume is None:
+        run.prepare_new()
+        spawn = agent.weights_path / SPAWN_DIR
+        if spawn.is_dir():  # the exported engine keeps its start states
+            import shutil
+
+            shutil.copytree(spawn, run.spawn_dir)
+    write_text_atomically(run.config_path, dump_yaml(cfg))  # overrides given on resume are kept
+
+    for p in agent.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    ac_cfg = actor_critic_config(cfg, agent.config)
+    agent.actor_critic = ActorCritic(ac_cfg).to(device)
+    agent.config = dataclasses.replace(agent.config, agent=dataclasses.replace(agent.config.agent,
+                                                                               actor_critic=ac_cfg))
+    sampler = agent.config.sampling.dynamics
+    if cfg.num_steps_denoising:
+        sampler = dataclasses.replace(sampler, num_steps_denoising=cfg.num_steps_denoising)
+    starts = SegmentSampler(episodes, agent.denoiser.num_steps_conditioning, cfg.num_envs, seed=cfg.seed + 200)
+    envs = ImaginedEnvs(agent, starts, sampler, cfg.horizon, device, bf16=cfg.amp)
+    runner = RolloutRunner(envs, ac_cfg.lstm_dim)
+    trainer = ModelTrainer("actor_critic", agent.actor_critic, cfg.optim, device, cfg.amp)
+    loss_fn = imagination_loss_fn(runner, cfg.backup_every, cfg.rl)
+    np_rngs = {"starts": starts.rng}
+
+    is_atari = agent.config.kind == "atari" and (agent.config.game in ATARI_100K_GAMES
+                                                 or agent.config.game in ale_games())
+    probe = (breakout_probe_frames(cfg.probe_frames, seed=cfg.seed + 77_777)
+             if cfg.probe_frames and agent.config.game == "Breakout" else None)
+
+    epoch, best, seconds_before = 0, -float("inf"), 0.0
+    if resume is not None:
+        run.remove_interrupted_writes()
+        state = run.load_state()
+        if state["engine_digest"] != engine_digest:
+            raise UserError(f"engine {cfg.engine!r} is not the one this run started with (its model.safetensors "
+                            "changed): resume with the original engine, or start a new run")
+        if "actor_critic" in fresh_optimisers:
+            trainer.load_state_dict(state["trainer"], fresh_optimiser=True)
+        elif set(fresh_optimisers):
+            raise UserError(f"--fresh-optimiser {sorted(fresh_optimisers)[0]}: this run trains actor_critic only")
+        else:
+            trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"], np_rngs)
+        runner.load_state_dict(state["rollouts"])
+        epoch, best, seconds_before = state["epoch"], state["best"], float(state["train_seconds"])
+        command = starting_command(run, command)
+
+    logger = RunLogger(run.root, resumed_at=trainer.steps if resume is not None else None)
+    bar = progress(cfg.epochs * cfg.steps_per_epoch, f"train agent {agent.config.game}",
+                   initial=epoch * cfg.steps_per_epoch)
+    started = time.monotonic()
+    never = iter(lambda: None, 0)  # the loss draws its own rollouts: no batches
+    try:
+        while epoch < cfg.epochs:
+            metrics: dict[str, list[float]] = {}
+            run_phase(trainer, never, loss_fn, cfg.steps_per_epoch, bar, metrics)
+            epoch += 1
+            hours = (seconds_before + time.monotonic() - started) / 3600
+            scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
+            scalars.update({"epoch": epoch, "hours": hours})
+            if probe is not None:
+                scalars.update(breakout_probe(agent.actor_critic, probe, agent.config.action_names, device))
+            last = epoch == cfg.epochs
+            is_best = False
+            if is_atari and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+                n_eval = cfg.final_eval_episodes if last else cfg.eval_episodes
+                games = evaluate_policy(agent.actor_critic, agent.config.game, n_eval, cfg.eval_max_steps,
+                                        cfg.seed + 10_000 + epoch, device)
+                mean_return = float(np.mean(games.returns))
+                scalars.update({"eval/return": mean_return, "eval/return_std": float(np.std(games.returns)),
+                                "eval/length": float(np.mean(games.lengths)), "eval/episodes": n_eval})
+                hns = human_normalized_score(agent.config.game, mean_return)
+                if hns is not None:
+                    scalars["eval/hns"] = hns
+                is_best = mean_return > best
+                best = max(best, mean_return)
+                tqdm.write(f"epoch {epoch}/{cfg.epochs}: {trainer.steps} actor-critic steps, {hours:.2f} h, real "
+                           f"return {mean_return:.1f} ± {float(np.std(games.returns)):.1f} over {n_eval} games"
+                           + (f" (HNS {hns:.3f})" if hns is not None else ""))
+                agent.config.metrics = {**agent.config.metrics, "agent_eval": {
+                    "return": round(mean_return, 3), "return_std": round(float(np.std(games.returns)), 3),
+                    "episodes": n_eval, "length": round(float(np.mean(games.lengths)), 1),
+                    "actor_critic_steps": trainer.steps, **({"hns": round(hns, 4)} if hns is not None else {})}}
+            logger.scalars(trainer.steps, scalars)
+            agent.config.provenance = {**agent.config.provenance, "agent": {
+                "recipe": "train agent", "engine": str(cfg.engine), "data": str(dataset.root),
+                "actor_critic_steps": trainer.steps, "epochs": epoch, "command": command,
+                "imagination": f"{cfg.num_envs} envs, horizon {cfg.horizon}, {sampler.num_steps_denoising} Euler "
+                               f"steps, {'bf16' if cfg.amp else 'fp32'}",
+                "train_hours": round(hours, 2), "trained_with": f"diamond_play {__version__}",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}
+            run.export_weights(agent, best=is_best)
+            run.save_state({"trainer": trainer.state_dict(), "rng": rng_state(np_rngs),
+                            "rollouts": tensors_to_cpu(runner.state_dict()), "epoch": epoch, "best": best,
+                            "train_seconds": seconds_before + time.monotonic() - started,
+                            "engine_digest": engine_digest})
+    finally:
+        bar.close()
+        logger.close()
+    return run.root
+
