@@ -11,6 +11,7 @@ from pathlib import Path
 
 from diamond_play import __version__
 from diamond_play.errors import UserError
+from diamond_play.threads import use_threads
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -18,6 +19,12 @@ def cmd_import(args: argparse.Namespace) -> None:
 
     out = import_official(args.checkpoint, args.out, config=args.config, game=args.game, overwrite=args.force)
     print(f"imported {args.checkpoint} -> {out}")
+    from diamond_play.weights.format import read_weights_config
+
+    if read_weights_config(out).game == "unknown":
+        print(f"note: the game could not be inferred from the file name {args.checkpoint.name!r}, so it is recorded "
+              f"as unknown: pass --game GAME to record it, or play it with `diamond-play atari GAME --weights "
+              f"{out}`", file=sys.stderr)
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -50,12 +57,20 @@ def cmd_info(args: argparse.Namespace) -> None:
 
     agent = load_agent(args.weights, config=args.config)
     cfg = agent.config
-    print(f"game: {cfg.game} ({cfg.kind}), {cfg.num_actions} actions, frames {cfg.frame_size[0]}x{cfg.frame_size[1]}")
-    for name, count in agent.parameter_counts().items():
-        print(f"  {name:14s} {count:>13,d} parameters")
-    print("sampling:\n  " + dump_yaml(cfg.sampling).replace("\n", "\n  ").rstrip())
+    def section(title: str, value: object) -> str:
+        return f"{title}:\n  " + dump_yaml(value).replace("\n", "\n  ").rstrip()
+
+    h, w = cfg.frame_size
+    lines = [f"game: {cfg.game} ({cfg.kind}), {cfg.num_actions} actions, frames {h}x{w}"]
+    if cfg.action_names:
+        lines.append("actions: " + ", ".join(f"{i} {name}" for i, name in enumerate(cfg.action_names)))
+    lines += [f"  {name:14s} {count:>13,d} parameters" for name, count in agent.parameter_counts().items()]
+    lines.append(section("sampling", cfg.sampling))
+    if cfg.metrics:
+        lines.append(section("metrics", cfg.metrics))
     if cfg.provenance:
-        print("provenance:\n  " + dump_yaml(cfg.provenance).replace("\n", "\n  ").rstrip())
+        lines.append(section("provenance", cfg.provenance))
+    print("\n".join(lines))
 
 
 def resolve_device(name: str) -> str:
@@ -69,7 +84,25 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def cmd_play(args: argparse.Namespace) -> None:
+def name_unknown_game(agent, game: str) -> None:
+    """Give an engine imported without a game name the game the user named, if its actions fit."""
+    from diamond_play.envs.atari import action_meanings
+
+    names = list(action_meanings(game))
+    if len(names) != agent.config.num_actions:
+        raise UserError(f"these weights have {agent.config.num_actions} actions but {game} has {len(names)}: "
+                        "name the game they were trained on")
+    agent.config.game, agent.config.action_names = game, names
+
+
+def require_display() -> None:
+    from diamond_play.play.display import NO_DISPLAY, has_display
+
+    if not os.environ.get("SDL_VIDEODRIVER") and not has_display():
+        raise UserError(NO_DISPLAY)
+
+
+def cmd_play(args: argparse.Namespace, agent=None) -> None:
     from diamond_play.config import csgo_sampling
     from diamond_play.envs.atari import canonical_game
     from diamond_play.play.app import PlayOptions, run_headless, run_window
@@ -78,14 +111,22 @@ def cmd_play(args: argparse.Namespace) -> None:
     from diamond_play.weights.loading import default_weights, load_agent
 
     kind = args.command
-    game = canonical_game(args.game) if kind == "atari" else args.game if kind == "custom" else "csgo"
-    weights = args.weights or default_weights(kind, game)
+    game = canonical_game(args.game) if agent is None and kind == "atari" else "csgo"
+    use_threads(args.threads)
+    if not args.headless and not args.help_keys:
+        require_display()  # before anything is loaded or written
     device = resolve_device(args.device)
-    agent = load_agent(weights, device=device, config=getattr(args, "config", None),
-                       game=game if kind == "atari" else None)
-    if agent.config.kind != kind or (kind == "atari" and agent.config.game not in (game, "unknown")):
-        raise UserError(f"{weights} holds a {agent.config.game} ({agent.config.kind}) engine, not {game}: pass "
-                        "matching --weights")
+    if agent is None:
+        weights = args.weights or default_weights(kind, game)
+        agent = load_agent(weights, device=device, config=getattr(args, "config", None),
+                           game=game if kind == "atari" else None)
+        if kind == "atari" and agent.config.kind == "atari" and agent.config.game == "unknown":
+            name_unknown_game(agent, game)  # an official checkpoint imported under another file name
+        if agent.config.kind != kind or (kind == "atari" and agent.config.game != game):
+            raise UserError(f"{weights} holds a {agent.config.game} ({agent.config.kind}) engine, not {game}: pass "
+                            "matching --weights")
+    else:
+        kind, game = agent.config.kind, agent.config.game
     if kind == "atari" and args.help_keys:
         print(f"{game}: W/A/S/D move, Space fires; the game's actions and their keys:")
         print("\n".join(AtariControls(agent.config.action_names).help_lines()))
@@ -112,7 +153,7 @@ def cmd_play(args: argparse.Namespace) -> None:
     session = PlaySession(agent, device=device, seed=args.seed, horizon=args.horizon,
                           spawn=getattr(args, "spawn", None), sampling=sampling,
                           record_dataset=args.record_dataset, fps=args.fps, mode=mode,
-                          compile_in_background=not args.headless)
+                          compile_in_background=not args.headless, ignore_end=args.ignore_end)
     stats = run_headless(session, opts) if args.headless else run_window(session, opts)
     print(stats.summary() + (f"; {mode.name} {session.engine.compile_state}" if mode.compile else ""))
     if args.record:
@@ -121,9 +162,9 @@ def cmd_play(args: argparse.Namespace) -> None:
         print(f"{session.recorder.saved} episode(s) saved to {args.record_dataset}")
 
 
-def add_play_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", type=Path, help="weights directory or official .pt (default: shipped, then "
-                   "downloaded official weights)")
+def add_play_arguments(p: argparse.ArgumentParser, weights_help: str = "weights directory, training run or "
+                       "official .pt (default: the shipped engine, then the downloaded official weights)") -> None:
+    p.add_argument("--weights", type=Path, help=weights_help)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--seed", type=int, help="seed for the sampler and start states (deterministic play)")
     p.add_argument("--mode", default="auto", help="execution mode: auto (on bf16 CPUs compiled-bf16-cl in a window, "
@@ -139,10 +180,17 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="stop after N frames")
     p.add_argument("--actions", default="human", help="human (keyboard), random, policy, or a file of actions "
                    "(.npy, or text: one per line)")
-    p.add_argument("--record", type=Path, help="write what is shown to a video (.mp4/.avi)")
+    p.add_argument("--record", type=Path, help="write what is shown to a video at the pace shown: .webm (VP9, "
+                   "plays in browsers), .mp4, .mkv or .avi")
     p.add_argument("--record-dataset", type=Path, help="append the played episodes to a dataset folder (HDF5)")
     p.add_argument("--screenshot", type=Path, help="save the last shown screen as a PNG on exit")
-    p.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (toggle with h)")
+    p.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (toggle with h); the window "
+                   "is then only the frames, and h draws the HUD over them")
+    p.add_argument("--ignore-end", action="store_true", help="keep imagining through predicted terminations "
+                   "instead of re-seeding (for reward/termination models that fire too often, e.g. briefly "
+                   "trained ones); the HUD still shows them")
+    p.add_argument("--threads", type=int, help="CPU threads for the networks (default: the idle cores, at least "
+                   "1; on a busy machine 1 is often fastest)")
     p.set_defaults(func=cmd_play)
 
 
@@ -159,6 +207,13 @@ def add_run_dir_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh-optimiser", action="append", default=[], metavar="MODEL",
                    help="with --resume: keep MODEL's weights (denoiser, rew_end, upsampler, actor_critic) but start "
                    "its optimiser afresh, with a new warm-up (e.g. after raising its lr); repeatable")
+    p.add_argument("--threads", type=int, help="CPU threads (same as num_threads=N; default: the idle cores, at "
+                   "least 1)")
+
+
+def with_threads(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """`--threads N` as the run's num_threads override (so a resumed run keeps it unless told otherwise)."""
+    return [*overrides, f"num_threads={args.threads}"] if args.threads else list(overrides)
 
 
 def cmd_train_engine(args: argparse.Namespace) -> None:
@@ -167,7 +222,7 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
     check_out_or_resume(args)
     if args.resume is None and args.data is None:
         raise UserError("a new run needs --data DATASET")
-    overrides = list(args.overrides)
+    overrides = with_threads(args, args.overrides)
     if args.resolution:
         overrides.append(f"resolution=[{args.resolution[0]}, {args.resolution[1]}]")
     if args.upsampler:
@@ -184,7 +239,7 @@ def cmd_train_csgo(args: argparse.Namespace) -> None:
     if args.resume is None and args.data is None:
         raise UserError("a new run needs --data DATASET (made by `python -m data_tools.csgo prepare`)")
     layers = csgo_layers(args.data, args.preset) if args.resume is None else []
-    root = train_engine(args.out, args.resume, layers, list(args.overrides), args.command_line,
+    root = train_engine(args.out, args.resume, layers, with_threads(args, args.overrides), args.command_line,
                         args.fresh_optimiser)
     print(f"run saved in {root}; play it with: diamond-play csgo --weights {root}")
 
@@ -195,7 +250,7 @@ def cmd_train_atari(args: argparse.Namespace) -> None:
     check_out_or_resume(args)
     # One positional list so overrides may follow the options: the game is the item without '='.
     games = [w for w in args.words if "=" not in w]
-    overrides = [w for w in args.words if "=" in w]
+    overrides = with_threads(args, [w for w in args.words if "=" in w])
     if len(games) > 1 or (args.resume is None and not games):
         raise UserError("name one game, e.g. `diamond-play train atari Breakout --out runs/breakout`")
     root = train_atari(games[0] if games else None, args.out, args.resume, args.preset, overrides,
@@ -215,7 +270,8 @@ def cmd_train_agent(args: argparse.Namespace) -> None:
     if args.resume is not None and (args.weights or args.data or args.preset):
         raise UserError("--resume continues with the run's own engine, data and preset: drop --weights/--data/"
                         "--preset (change settings with key=value)")
-    root = train_agent(args.out, args.resume, layers, list(args.overrides), args.command_line, args.fresh_optimiser)
+    root = train_agent(args.out, args.resume, layers, with_threads(args, args.overrides), args.command_line,
+                       args.fresh_optimiser)
     print(f"run saved in {root}; watch its policy play in its world model with: "
           f"diamond-play play --weights {root} --actions policy")
 
@@ -232,12 +288,16 @@ def cmd_record(args: argparse.Namespace) -> None:
 def cmd_play_weights(args: argparse.Namespace) -> None:
     from diamond_play.weights.loading import load_agent
 
-    agent = load_agent(args.weights)
-    args.command = agent.config.kind
-    args.game = agent.config.game
+    if args.weights is None:
+        raise UserError("which engine? `diamond-play play --weights W` plays a weights directory, a training run or "
+                        "an official .pt; for the shipped or downloaded engines use `diamond-play atari GAME` or "
+                        "`diamond-play csgo`")
+    if not args.headless:
+        require_display()
+    agent = load_agent(args.weights, device=resolve_device(args.device))
     args.help_keys = False
     args.fast = False
-    cmd_play(args)
+    cmd_play(args, agent)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -247,6 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from diamond_play.evaluate import evaluate, held_out_episodes, save_strip
     from diamond_play.weights.loading import load_agent
 
+    use_threads(args.threads)
     device = resolve_device(args.device)
     agent = load_agent(args.weights, device=device)
     if args.data is None and agent.config.kind != "atari":
@@ -272,6 +333,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from diamond_play.bench import format_table, machine_description, run_play_bench, write_json
     from diamond_play.engine import available_execution_modes
 
+    use_threads(args.threads)
     device = torch.device(resolve_device(args.device))
     if args.kind == "train":
         bench_training(args, device)
@@ -327,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("play", help="play any engine (e.g. one trained with `train engine`) from its weights")
     p.add_argument("--spawn", type=int, help="start from this spawn point (default: a random one)")
     p.add_argument("--mouse-multiplier", type=float, default=10.0, help="mouse sensitivity (CS:GO engines)")
-    add_play_arguments(p)
+    add_play_arguments(p, weights_help="the engine to play (required): weights directory, training run or official "
+                       ".pt; its stored key map, game and sampler settings apply")
     p.set_defaults(func=cmd_play_weights)
 
     p = sub.add_parser("record", help="record gameplay of a gymnasium game into a dataset")
@@ -340,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame size to store (default 64 64; Atari frames are square)")
     p.add_argument("--keymap", type=Path, help="YAML key map for non-Atari games: keys: {left: 0, right: 1}")
     p.add_argument("--fps", type=float, default=15.0, help="recording rate for human play (default 15)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed for the game's start and the random policy (default 0)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("train", help="train engines and agents: `train engine` (any recorded game), `train csgo` "
@@ -396,13 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strip", type=Path, default=Path("eval_strip.png"), help="PNG strip to write (and beside it "
                    "STEM_reward_event.png: the first held-out reward event)")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least 1)")
     p.add_argument("--seed", type=int, default=12345, help="seed for held-out collection and sampling")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="frame latency of the play engine (bench atari|csgo) or training step time "
                        "(bench train atari|csgo) in every execution mode")
-    p.add_argument("kind", choices=["atari", "csgo", "train"])
+    p.add_argument("kind", choices=["atari", "csgo", "train"], help="atari or csgo: play-frame latency of that "
+                   "engine; train: training-step time (then name atari or csgo)")
     p.add_argument("target", nargs="?", choices=["atari", "csgo"], help="after `train`: which recipe's models")
     p.add_argument("--steps", type=int, default=3, help="bench train: timed optimiser steps per phase and mode")
     p.add_argument("--batch-size", type=int, help="bench train: batch size (default: the paper's per phase)")
@@ -411,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["quality", "fast"], default="quality", help="CS:GO sampler preset")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--frames", type=int, default=20, help="timed frames per mode (after 3 warm-up frames)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least 1; compare modes "
+                   "with the machine otherwise idle)")
     p.add_argument("--modes", help="comma-separated execution modes (default: all that run on the device; "
                    "eager-fp32 always runs)")
     p.add_argument("--weights", type=Path, help="benchmark these weights instead of random ones (paper sizes)")
@@ -470,6 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diamond-play: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `diamond-play info W | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not raise again
+        return 0
     return 0
 
 

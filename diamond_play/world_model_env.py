@@ -62,6 +62,10 @@ class WorldModelEnv(gym.Env):
         return self._frame, {}
 
     def step(self, action):
+        if not self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)):
+            raise UserError(f"action {action!r} is outside the action space {self.action_space}: "
+                            + ("pass a 0/1 vector of that length" if self.engine.multi_hot
+                               else f"pass an int in 0..{self.action_space.n - 1}"))
         if self.engine.multi_hot:
             action = np.asarray(action, dtype=np.float32)
         result = self.engine.step(action)
@@ -77,12 +81,25 @@ class WorldModelEnv(gym.Env):
         self.starts.close()
 
 
-def make_env(game: str, weights: str | Path | None = None, device: str = "cpu", **kwargs: Any) -> WorldModelEnv:
-    """A world-model environment for an Atari game (or "csgo") with the given or the default weights."""
+def make_env(game: str, weights: str | Path | None = None, device: str = "cpu", threads: int | None = None,
+             **kwargs: Any) -> WorldModelEnv:
+    """A world-model environment for an Atari game (or "csgo") with the given or the default weights; `threads`
+    sets torch's CPU threads (default: the idle cores, at least 1)."""
+    from diamond_play.threads import use_threads
+
+    use_threads(threads)
+    from gymnasium.envs.registration import EnvSpec
+
     from diamond_play.envs.atari import canonical_game
     from diamond_play.weights.loading import default_weights, load_agent
 
     kind = "csgo" if game.lower() == "csgo" else "atari"
     name = "csgo" if kind == "csgo" else canonical_game(game)
     agent = load_agent(weights or default_weights(kind, name), device=device)
-    return WorldModelEnv(agent, device=device, **kwargs)
+    env = WorldModelEnv(agent, device=device, **kwargs)
+    # What gymnasium.make("diamond_play/GAME-v0") would record (it replaces this with its own when used).
+    env.spec = EnvSpec(f"diamond_play/{'CSGO' if kind == 'csgo' else name}-v0",
+                       entry_point="diamond_play.world_model_env:make_env",
+                       kwargs={"game": name, "weights": None if weights is None else str(weights), "device": device,
+                               **kwargs})
+    return env

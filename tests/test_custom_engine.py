@@ -10,6 +10,7 @@ import pytest
 import diamond_play
 from diamond_play.cli import main
 from diamond_play.data.episodes import Dataset
+from diamond_play.play.app import Renderer
 from diamond_play.play.controls import KeymapControls, default_keymap
 
 TINY = ["--preset", "tiny", "epochs=1", "steps_per_epoch=2", "rew_end_steps_per_epoch=1", "batch_size=2",
@@ -33,7 +34,8 @@ def test_record_train_play(env_id, size, tmp_path, capsys):
     shot = tmp_path / "shot.png"
     assert main(["play", "--weights", str(run), "--headless", "--frames", "3", "--actions", "random",
                  "--screenshot", str(shot)]) == 0
-    assert cv2.imread(str(shot)).shape[:2] == (size[0] * (512 // max(size)), size[1] * (512 // max(size)))
+    scale = 512 // max(size)
+    assert cv2.imread(str(shot)).shape[:2] == (size[0] * scale + Renderer.HUD_PANEL, size[1] * scale)
 
 
 def test_keymap_controls_and_default_keymap():

@@ -12,7 +12,7 @@ from diamond_play.cli import main
 from diamond_play.data.episodes import Dataset
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
-from diamond_play.play.app import PlayOptions, WindowApp
+from diamond_play.play.app import PlayOptions, Renderer, WindowApp
 from diamond_play.play.controls import AtariControls, CSGOControls
 from diamond_play.play.session import PlaySession
 
@@ -112,7 +112,7 @@ def test_window_keys_reach_the_engine_and_pause_step_reset(atari_weights):
         pygame.event.post(key(pygame.KEYDOWN, pygame.K_RIGHT))
         app.tick()
         assert app.state.view == "side by side"
-        assert app.screen.get_size() == (2 * 64 * 8 + 8, 64 * 8)
+        assert app.screen.get_size() == (2 * 64 * 8 + 8, 64 * 8 + Renderer.HUD_PANEL)  # HUD strip below
         pygame.event.post(key(pygame.KEYDOWN, pygame.K_UP))
         app.tick()
         assert session.engine.horizon == 1010
@@ -135,7 +135,8 @@ def test_headless_video_has_the_right_number_of_frames(atari_weights, tmp_path, 
     while cap.read()[0]:
         count += 1
     assert count == 12
-    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (512, 512)
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    assert size == (512, 512 + Renderer.HUD_PANEL)
 
 
 def test_recorded_dataset_matches_what_was_played(atari_weights, tmp_path, capsys):

@@ -24,7 +24,9 @@ def canonical_game(name: str, known: tuple[str, ...] = ATARI_100K_GAMES) -> str:
         return by_lower[key]
     close = difflib.get_close_matches(key, list(by_lower), n=1)
     hint = f"did you mean {by_lower[close[0]]!r}? " if close else ""
-    raise UserError(f"unknown Atari game {name!r}: {hint}known games: {', '.join(known)}")
+    others = " (or another ALE game name)" if len(by_lower) > len(ATARI_100K_GAMES) else ""
+    raise UserError(f"unknown Atari game {name!r}: {hint}use one of the Atari 100k games: "
+                    f"{', '.join(ATARI_100K_GAMES)}{others}")
 
 
 def env_id(game: str) -> str:

@@ -61,10 +61,14 @@ class Renderer:
     """Draws the model frame (and the real emulator's, side by side) plus the HUD onto a surface."""
 
     GAP = 8
+    LINE = 16
+    HUD_PANEL = LINE * 7 + 6  # the HUD's own strip below the frames, so it never hides the game (e.g. a score row)
 
-    def __init__(self, session: PlaySession, scale: int) -> None:
+    def __init__(self, session: PlaySession, scale: int, hud_panel: bool = True) -> None:
+        """`hud_panel`: reserve the strip below the frames for the HUD (else it is drawn over the frame's top)."""
         self.session = session
         self.scale = scale
+        self.hud_panel = hud_panel
         self.smooth = session.kind == "csgo"
         h, w = session.frame.shape[:2]
         self.panel = (w * scale, h * scale)
@@ -72,6 +76,7 @@ class Renderer:
 
     def screen_size(self, view: str) -> tuple[int, int]:
         w, h = self.panel
+        h += self.HUD_PANEL if self.hud_panel else 0
         return (2 * w + self.GAP, h) if view == "side by side" else (w, h)
 
     def _blit_frame(self, surface: pygame.Surface, frame: np.ndarray, x: int) -> None:
@@ -92,11 +97,24 @@ class Renderer:
             if self.font is None:
                 self.font = pygame.font.Font(None, 18)
             rendered = [self.font.render(line, True, (255, 255, 255)) for line in hud_lines]
-            box = pygame.Surface((max(r.get_width() for r in rendered) + 8, 16 * len(rendered) + 6), pygame.SRCALPHA)
-            box.fill((0, 0, 0, 150))
-            surface.blit(box, (0, 0))
+            top = self.panel[1] if self.hud_panel else 0
+            if not self.hud_panel:
+                width = max(r.get_width() for r in rendered) + 8
+                box = pygame.Surface((width, self.LINE * len(rendered) + 6), pygame.SRCALPHA)
+                box.fill((0, 0, 0, 150))
+                surface.blit(box, (0, 0))
             for i, r in enumerate(rendered):
-                surface.blit(r, (4, 3 + 16 * i))
+                surface.blit(r, (4, top + 3 + self.LINE * i))
+
+
+def centre_window() -> None:
+    """Put the (resized) window back in the middle of the screen: SDL keeps its top-left corner."""
+    try:
+        from pygame._sdl2.video import WINDOWPOS_CENTERED, Window
+
+        Window.from_display_module().position = WINDOWPOS_CENTERED
+    except (ImportError, AttributeError, pygame.error):  # a build without the SDL2 window API: leave it
+        pass
 
 
 def screen_pixels(surface: pygame.Surface) -> np.ndarray:
@@ -124,6 +142,9 @@ def action_label(session: PlaySession, action) -> str:
     return names[int(action)] if int(action) < len(names) else str(int(action))
 
 
+NOTICE_SECONDS = 4.0
+
+
 class AppState:
     """Everything the HUD shows and the keys change."""
 
@@ -140,6 +161,11 @@ class AppState:
         self.stats = Stats([])
         self.quit = False
         self.reset_requested = False
+        self.notice = ""  # a one-line answer to a key that could not act, shown for NOTICE_SECONDS
+        self.notice_until = 0.0
+
+    def show_notice(self, text: str) -> None:
+        self.notice, self.notice_until = text, time.perf_counter() + NOTICE_SECONDS
 
     def shown_fps(self) -> float:
         t = self.shown_times[-11:]
@@ -159,7 +185,14 @@ class AppState:
             lines.append(f"action {action_label(s, last.action)}")
             if last.reward is not None:
                 lines.append(f"reward {last.reward:+.0f}  return {last.episode_return:.0f}  "
-                             f"end {'yes' if last.end else 'no'}")
+                             f"end {'yes' if last.end else 'no'}" + ("  (ignored)" if s.ignore_end else ""))
+        source = "real game" if s.has_real_env else "spawn point"
+        reseed = f"re-seeded from the {source}: {s.reseeds['end']} by predicted end, {s.reseeds['horizon']} at horizon"
+        if last is not None and last.reset_by == "end":
+            reseed += "  << END"
+        lines.append(reseed)
+        if self.notice and time.perf_counter() < self.notice_until:
+            lines.append(self.notice)
         return lines
 
     def record_outcome(self, outcome: Outcome) -> None:
@@ -231,8 +264,12 @@ def handle_app_key(state: AppState, key: int) -> None:
         state.single_step = True
     elif key == HUD_KEY:
         state.hud = not state.hud
-    elif key == pygame.K_m and s.policy is not None:
-        state.policy = not state.policy
+    elif key == pygame.K_m:
+        if s.policy is None:
+            state.show_notice("m: no policy - these weights have no actor-critic (train one: diamond-play train "
+                              "agent)")
+        else:
+            state.policy = not state.policy
     elif key in (pygame.K_LEFT, pygame.K_RIGHT) and s.has_real_env:
         i = VIEWS.index(state.view) + (1 if key == pygame.K_RIGHT else -1)
         state.view = VIEWS[i % len(VIEWS)]
@@ -257,7 +294,8 @@ class WindowApp:
         init_window_display()
         pygame.display.set_caption(f"diamond-play: {session.engine.config.game}")
         self.session, self.opts = session, opts
-        self.renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]))
+        self.renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]),
+                                 hud_panel=opts.hud)
         self.state = AppState(session, opts)
         self.csgo = session.kind == "csgo"
         self.controls = make_controls(session, opts)
@@ -269,7 +307,7 @@ class WindowApp:
             self.set_grab(True)
         self.worker = StepWorker(session)
         self.pacer = Pacer(opts.fps)
-        self.video = VideoRecorder(opts.record, opts.fps) if opts.record else None
+        self.video = VideoRecorder(opts.record, opts.fps, realtime=True) if opts.record else None
         self.clock = pygame.time.Clock()
 
     def set_grab(self, grab: bool) -> None:
@@ -319,6 +357,7 @@ class WindowApp:
         if state.view != self.view:
             self.view = state.view
             self.screen = pygame.display.set_mode(self.renderer.screen_size(self.view))
+            centre_window()
         self.renderer.draw(self.screen, state.view, state.hud_lines())
         pygame.display.flip()
         self.clock.tick(120)
@@ -409,7 +448,8 @@ def run_headless(session: PlaySession, opts: PlayOptions) -> Stats:
     init_windowless_display()
     state = AppState(session, opts)
     scripted = None if opts.actions == "policy" else scripted_actions(session, opts.actions)
-    renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]))
+    renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]),
+                        hud_panel=opts.hud)
     surface = pygame.Surface(renderer.screen_size(state.view))
     video = VideoRecorder(opts.record, opts.fps) if opts.record else None
     try:

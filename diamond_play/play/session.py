@@ -26,6 +26,7 @@ class Outcome:
     end: bool | None
     latency_s: float
     reset: bool = False  # the world model was re-seeded after this step (end or horizon)
+    reset_by: str = ""  # "end" (predicted termination) or "horizon"
     episode_return: float | None = None  # predicted rewards summed since the last reset, this step included
 
 
@@ -78,8 +79,12 @@ class PlaySession:
     def __init__(self, agent: Agent, device: torch.device | str = "cpu", seed: int | None = None,
                  horizon: int | None = None, spawn: int | None = None, sampling=None,
                  record_dataset: str | None = None, fps: float = 10.0, mode: ExecutionMode | None = None,
-                 compile_in_background: bool = True) -> None:
+                 compile_in_background: bool = True, ignore_end: bool = False) -> None:
+        """`ignore_end`: keep imagining through predicted terminations (they are still shown) instead of
+        re-seeding from the start states: for reward/termination models that fire too often."""
         cfg = agent.config
+        self.ignore_end = ignore_end
+        self.reseeds = {"end": 0, "horizon": 0}  # re-seeds since the session started, by cause
         self.kind = cfg.kind
         default_horizon = 50 if cfg.kind == "atari" else 1000  # official play settings
         # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready (the
@@ -154,7 +159,9 @@ class PlaySession:
         outcome = Outcome(result.frame, real, action, result.reward, result.end, result.latency_s,
                           episode_return=self.episode_return if result.reward is not None else None)
         self.frame = result.frame
-        if result.end or result.truncated:
+        if (result.end and not self.ignore_end) or result.truncated:
+            self.reseeds["horizon" if result.truncated and not result.end else "end"] += 1
+            outcome.reset_by = "horizon" if result.truncated and not result.end else "end"
             if self.recorder is not None:
                 self.recorder.flush(truncated=not result.end, final_frame=tensor_to_frame(self.engine.obs[0, -1]))
             outcome.reset = True

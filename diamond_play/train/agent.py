@@ -36,6 +36,7 @@ from diamond_play.envs.atari import ATARI_100K_GAMES, AtariEnv, ale_games, human
 from diamond_play.errors import UserError
 from diamond_play.models.actor_critic import ActorCritic
 from diamond_play.models.agent import Agent
+from diamond_play.threads import use_threads
 from diamond_play.train.atari import ACTOR_CRITIC_PRESETS, evaluate_policy, tensors_to_cpu
 from diamond_play.train.core import (
     DistInfo,
@@ -99,7 +100,7 @@ class AgentTrainConfig:
     """bf16 autocast for imagination and the actor-critic."""
     seed: int = 0
     num_threads: int = 0
-    """CPU threads for torch (0: torch's default). On a machine shared with another job, 1 per process."""
+    """CPU threads for torch (0: the idle cores, at least 1). On a machine shared with another job, 1."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -238,8 +239,7 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     if not cfg.engine:
         raise UserError("which world model? pass --weights ENGINE (a weights directory with a reward/termination "
                         "model, e.g. weights/atari/Breakout)")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    use_threads(cfg.num_threads)
     device = resolve_device(cfg.device, DistInfo())
     agent = load_agent(cfg.engine, device=device)
     if agent.rew_end_model is None:

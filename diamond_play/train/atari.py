@@ -52,6 +52,7 @@ from diamond_play.envs.atari import (
 )
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
+from diamond_play.threads import use_threads
 from diamond_play.train.core import (
     DistInfo,
     ModelTrainer,
@@ -359,8 +360,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     cfg = load_config(run, game, preset, resume is not None, overrides)
     if resume is not None:
         command = starting_command(run, command)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    use_threads(cfg.num_threads)
     device = resolve_device(cfg.device, dist_info)
     if dist_info.is_main:
         if resume is None:

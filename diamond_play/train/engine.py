@@ -40,6 +40,7 @@ from diamond_play.data.spawns import spawns_from_episodes, write_spawns
 from diamond_play.envs.atari import ATARI_100K_GAMES, ale_games
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
+from diamond_play.threads import use_threads
 from diamond_play.train.core import (
     ModelTrainer,
     OptimConfig,
@@ -104,7 +105,7 @@ class EngineTrainConfig:
     amp: bool = False  # bf16 autocast
     compile: bool = False
     seed: int = 0
-    num_threads: int = 0  # CPU threads for torch (0: torch's default)
+    num_threads: int = 0  # CPU threads for torch (0: the idle cores, at least 1)
     sample_every: int = 5  # epochs between TensorBoard sample strips
 
 
@@ -248,8 +249,7 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
         cfg = build_run_config(EngineTrainConfig, layers, overrides)
     if not cfg.data:
         raise UserError("which data? pass --data DATASET (a folder made by `diamond-play record`)")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    use_threads(cfg.num_threads)
     dataset = Dataset(cfg.data)
     if len(dataset) == 0:
         raise UserError(f"dataset {cfg.data!r} has no episodes: record some first")
