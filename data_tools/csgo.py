@@ -89,6 +89,7 @@ def prepare(tar_dir: Path, out: Path, workers: int = 1) -> dict[str, int]:
                     else:
                         counts["failed"] += 1
                         _append_line(report, f"{name}: {error}")
+                        tqdm.write(f"failed: {name}: {error}")
                     bar.update(1)
 
             for tar_path in tars:
@@ -119,6 +120,7 @@ def prepare(tar_dir: Path, out: Path, workers: int = 1) -> dict[str, int]:
                     collect(block=True)
                     _append_line(report, f"{tar_path.name}: archive unreadable or truncated ({e}); the files read "
                                          "before the break are kept, run prepare again after replacing it")
+                    tqdm.write(f"failed: {tar_path.name}: archive unreadable or truncated ({e})")
                     counts["failed"] += 1
                     continue
                 collect(block=True)

@@ -279,13 +279,15 @@ def train_phases(kind: str, batch_size: int | None = None) -> list[TrainPhase]:
                 segment_phase("upsampler", "upsampler", upsampler_loss, 3, 4)]
 
     def actor_critic(agent: Agent, device: torch.device, mode: TrainMode):
-        from diamond_play.train.atari import AtariTrainConfig, actor_critic_loss_fn, forever
-        from diamond_play.train.rl import ImaginedEnvs, RolloutRunner
+        from diamond_play.train.atari import AtariTrainConfig, forever
+        from diamond_play.train.rl import ImaginedEnvs, RolloutRunner, imagination_loss_fn
+
+        cfg = AtariTrainConfig()
 
         starts = SegmentSampler(episodes, 4, batch_size or 32, seed=0, recency=True)
         envs = ImaginedEnvs(agent, starts, ATARI_SAMPLER, 15, device, bf16=mode.bf16)
         runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
-        return agent.actor_critic, forever(), actor_critic_loss_fn(runner, AtariTrainConfig())
+        return agent.actor_critic, forever(), imagination_loss_fn(runner, cfg.backup_every, cfg.rl)
 
     return [segment_phase("denoiser", "denoiser", denoiser_loss, 6, 32),
             segment_phase("rew_end", "rew_end_model", rew_end_loss, 19, 32, beyond_end=True),

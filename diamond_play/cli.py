@@ -155,7 +155,10 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
                           record_dataset=args.record_dataset, fps=args.fps, mode=mode,
                           compile_in_background=not args.headless, ignore_end=args.ignore_end)
     stats = run_headless(session, opts) if args.headless else run_window(session, opts)
-    print(stats.summary() + (f"; {mode.name} {session.engine.compile_state}" if mode.compile else ""))
+    reseeds = session.reseeds
+    print(stats.summary() + (f"; {mode.name} {session.engine.compile_state}" if mode.compile else "")
+          + f"; re-seeded {reseeds['end']} times by a predicted end, {reseeds['horizon']} at the horizon"
+          + (" (ends ignored)" if args.ignore_end else ""))
     if args.record:
         print(f"video written to {args.record}")
     if session.recorder is not None:
@@ -217,7 +220,7 @@ def with_threads(args: argparse.Namespace, overrides: list[str]) -> list[str]:
 
 
 def cmd_train_engine(args: argparse.Namespace) -> None:
-    from diamond_play.train.engine import train_engine
+    from diamond_play.train.engine import engine_layers, train_engine
 
     check_out_or_resume(args)
     if args.resume is None and args.data is None:
@@ -227,8 +230,8 @@ def cmd_train_engine(args: argparse.Namespace) -> None:
         overrides.append(f"resolution=[{args.resolution[0]}, {args.resolution[1]}]")
     if args.upsampler:
         overrides.append("upsampler=true")
-    layer = {"data": str(args.data) if args.data else "", **({"preset": args.preset} if args.preset else {})}
-    root = train_engine(args.out, args.resume, [layer], overrides, args.command_line, args.fresh_optimiser)
+    layers = engine_layers(args.data, args.preset)
+    root = train_engine(args.out, args.resume, layers, overrides, args.command_line, args.fresh_optimiser)
     print(f"run saved in {root}; play it with: diamond-play play --weights {root}")
 
 
@@ -265,7 +268,7 @@ def cmd_train_agent(args: argparse.Namespace) -> None:
     check_out_or_resume(args)
     if args.resume is None and args.weights is None:
         raise UserError("a new run needs --weights ENGINE (a world model with a reward/termination model, e.g. "
-                        "weights/atari/Breakout)")
+                        "diamond_play/shipped/atari/Breakout)")
     layers = agent_layers(args.weights, args.data, args.preset) if args.resume is None else []
     if args.resume is not None and (args.weights or args.data or args.preset):
         raise UserError("--resume continues with the run's own engine, data and preset: drop --weights/--data/"
@@ -318,10 +321,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     horizons = tuple(h for h in (1, 4, 16, 64) if h <= args.max_horizon)
     result, strips = evaluate(agent, episodes, device=device, seed=args.seed, horizons=horizons)
     print(result.table())
-    path = save_strip(strips["open_loop"], args.strip)
+    from diamond_play.weights.hub import diamond_play_home
+
+    strip = args.strip or diamond_play_home() / "eval" / f"{agent.config.game}_strip.png"
+    path = save_strip(strips["open_loop"], strip)
     print(f"strip (real above, imagined below) written to {path}")
     if "reward_event" in strips:
-        path = save_strip(strips["reward_event"], args.strip.with_name(f"{args.strip.stem}_reward_event.png"))
+        path = save_strip(strips["reward_event"], strip.with_name(f"{strip.stem}_reward_event.png"))
         print(f"first reward event (real above, imagined below) written to {path}")
     if args.json:
         args.json.write_text(json.dumps(result.as_metrics(), indent=2))
@@ -413,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = train_sub.add_parser("engine", help="train a world model (+ reward/termination model) on a recorded dataset")
     t.add_argument("--data", type=Path, help="dataset folder (dataset.yaml + episodes/)")
     add_run_dir_options(t)
-    t.add_argument("--preset", choices=["paper", "small", "tiny"], help="model size (default small)")
+    t.add_argument("--preset", choices=["paper", "small", "tiny"], help="model size (default small); tiny also "
+                   "sets a run of minutes (2 epochs of 50 + 25 steps) for trying the pipeline")
     t.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), help="frame size of the world model "
                    "(default: the dataset's)")
     t.add_argument("--upsampler", action="store_true", help="two stages: the world model at --resolution and an "
@@ -456,8 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="held-out dataset folder (default: collect fresh episodes)")
     p.add_argument("--episodes", type=int, default=8, help="number of held-out episodes (default 8)")
     p.add_argument("--max-horizon", type=int, default=64, help="longest open-loop horizon (1, 4, 16, 64)")
-    p.add_argument("--strip", type=Path, default=Path("eval_strip.png"), help="PNG strip to write (and beside it "
-                   "STEM_reward_event.png: the first held-out reward event)")
+    p.add_argument("--strip", type=Path, help="PNG strip to write (and beside it STEM_reward_event.png: the first "
+                   "held-out reward event); default: ~/.cache/diamond_play/eval/GAME_strip.png")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least 1)")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from diamond_play.data.episodes import Dataset, Episode
 from diamond_play.data.segments import uint8_to_float
@@ -27,6 +28,9 @@ from diamond_play.models.agent import Agent
 from diamond_play.models.denoiser import make_randn
 
 HORIZONS = (1, 4, 16, 64)
+
+
+PROGRESS = {"on": True}  # progress bars on stderr (`evaluate(show_progress=False)` turns them off)
 
 
 def psnr(a: Tensor, b: Tensor) -> Tensor:
@@ -142,7 +146,8 @@ def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn,
     if not windows:
         raise UserError(f"held-out episodes are shorter than {n + 1} frames: nothing to evaluate")
     sums = np.zeros(4)
-    for i in range(0, len(windows), batch_size):
+    for i in tqdm(range(0, len(windows), batch_size), desc="eval: one step", unit="batch", leave=False,
+                  disable=not PROGRESS["on"]):
         chunk = windows[i : i + batch_size]
         obs = uint8_to_float(np.stack([e.frames[t - n : t] for e, t in chunk])).to(device)
         act = torch.from_numpy(np.stack([e.actions[t - n : t] for e, t in chunk])).to(device)
@@ -172,7 +177,7 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn
     shown = last_real.clone()
     model, baseline = {h: 0.0 for h in horizons}, {h: 0.0 for h in horizons}
     strip_real, strip_pred = [], []
-    for k in range(H):
+    for k in tqdm(range(H), desc="eval: open loop", unit="step", leave=False, disable=not PROGRESS["on"]):
         act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s in starts])).to(device)
         low, shown = _predict(agent, obs, act, shown, randn)
         real = uint8_to_float(np.stack([_shown(agent, e, s + n + k) for e, s in starts])).to(device)
@@ -246,7 +251,8 @@ def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, r
     if not events:
         return None
     reproduced, strip = 0, None
-    for i in range(0, len(events), batch_size):
+    for i in tqdm(range(0, len(events), batch_size), desc="eval: reward events", unit="batch", leave=False,
+                  disable=not PROGRESS["on"]):
         chunk = events[i : i + batch_size]
         obs = torch.stack([frames[:n] for _, _, frames, _ in chunk]).to(device)
         imagined = []
@@ -323,9 +329,11 @@ def held_out_episodes(data: Path | None, game: str, episodes: int, seed: int) ->
 
 
 def evaluate(agent: Agent, episodes: list[Episode], device: torch.device | str = "cpu", seed: int = 0,
-             horizons: tuple[int, ...] = HORIZONS) -> tuple[EvalResult, dict[str, np.ndarray]]:
+             horizons: tuple[int, ...] = HORIZONS, show_progress: bool = True
+             ) -> tuple[EvalResult, dict[str, np.ndarray]]:
     """-> (the numbers, strips: "open_loop" (the first rollout) and, when the episodes have a reward event with a
     visible change, "reward_event" (the first such event))."""
+    PROGRESS["on"] = show_progress
     device = torch.device(device)
     agent = agent.to(device).eval()
     g = torch.Generator(device=device).manual_seed(seed)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Measure the Breakout engine run on the held-out episodes and ship its weights as weights/atari/Breakout (what
+# Measure the Breakout engine run on the held-out episodes and ship its weights as diamond_play/shipped/atari/Breakout (what
 # `diamond-play atari Breakout` plays by default), with provenance and the eval table in its config. Writes
 # docs/breakout_eval.txt, docs/breakout_strip.png and docs/breakout_strip_reward_event.png (the README shows them).
 # Run after scripts/train_breakout_engine.sh (which also makes data/breakout/{train,test}).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-weights/_runs/breakout}
-OUT=${OUT:-weights/atari/Breakout}
+OUT=${OUT:-diamond_play/shipped/atari/Breakout}
 EVAL_JSON=$(mktemp --suffix .json)
 trap 'rm -f "$EVAL_JSON"' EXIT
 diamond-play eval "$RUN" --data data/breakout/test --episodes "${EPISODES:-8}" --strip docs/breakout_strip.png \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the Breakout engine shipped in weights/atari/Breakout (see README, "Default Breakout engine").
+# Train the Breakout engine shipped in diamond_play/shipped/atari/Breakout (see README, "Default Breakout engine").
 # Resumable: run it again after a stop and it continues from RUN/checkpoints/state.pt. The data is regenerated
 # deterministically (same seed -> same episodes), so only the run directory needs keeping between machines.
 set -euo pipefail

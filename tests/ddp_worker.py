@@ -15,9 +15,9 @@ from helpers import tiny_agent
 from diamond_play.config import ATARI_SAMPLER
 from diamond_play.data.episodes import Episode
 from diamond_play.data.segments import SegmentSampler
-from diamond_play.train.atari import AtariTrainConfig, actor_critic_loss_fn, forever
+from diamond_play.train.atari import AtariTrainConfig, forever
 from diamond_play.train.core import ModelTrainer, OptimConfig, finish_distributed, init_distributed
-from diamond_play.train.rl import ImaginedEnvs, RolloutRunner
+from diamond_play.train.rl import ImaginedEnvs, RolloutRunner, imagination_loss_fn
 from diamond_play.train.world_model import batches, denoiser_loss, upsampler_loss
 
 
@@ -38,7 +38,8 @@ def main() -> None:
         runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
         model = agent.actor_critic
         trainer = ModelTrainer("actor_critic", model, OptimConfig(), cpu, dist_info=info)
-        it, loss = forever(), actor_critic_loss_fn(runner, AtariTrainConfig(imagination_horizon=3, backup_every=4))
+        cfg = AtariTrainConfig(imagination_horizon=3, backup_every=4)
+        it, loss = forever(), imagination_loss_fn(runner, cfg.backup_every, cfg.rl)
     elif len(sys.argv) > 2 and sys.argv[2] == "csgo_upsampler":
         # CS:GO's upsampler on multi-hot data with full-res frames, accumulating 2 micro-batches per step.
         from bench_data import csgo_episode

@@ -61,7 +61,9 @@ def test_reader_converts_bgr_and_makes_low_res(tmp_path):
 def test_prepare_splits_reports_and_resumes(tar_dir, tmp_path, capsys):
     out = tmp_path / "prepared"
     assert csgo_tool(["prepare", str(tar_dir), str(out), "--workers", "2"]) == 0
-    assert "converted 3, already done 0, failed 3" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "converted 3, already done 0, failed 3" in printed
+    assert printed.count("failed: ") == 3  # each failure is named on the console, not only in the report
     train, test = Dataset(out / "train"), Dataset(out / "test")
     assert [p.stem for p in train.episode_paths()] == ["hdf5_dm_july2021_00001", "hdf5_dm_july2021_00002"]
     assert [p.stem for p in test.episode_paths()] == ["hdf5_dm_july2021_00003"]

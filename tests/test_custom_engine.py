@@ -125,7 +125,7 @@ def test_two_stage_engine_with_upsampler(tmp_path, capsys):
     shot = tmp_path / "shot.png"
     assert main(["play", "--weights", str(run), "--headless", "--frames", "2", "--actions", "random", "--size", "2",
                  "--screenshot", str(shot)]) == 0
-    assert cv2.imread(str(shot)).shape[:2] == (80, 120)
+    assert cv2.imread(str(shot)).shape[:2] == (80 + Renderer.HUD_PANEL, 120)
     capsys.readouterr()
     assert main(["train", "engine", "--data", str(data), "--out", str(tmp_path / "r2"), "--resolution", "15",
                  "25", "--upsampler", *TINY]) == 2

@@ -73,7 +73,7 @@ def test_play_without_weights_and_unknown_games_are_one_line(capsys):
 
 
 def test_info_prints_actions_and_metrics_and_survives_a_closed_pipe():
-    shipped = REPO / "weights" / "atari" / "Breakout"
+    shipped = REPO / "diamond_play" / "shipped" / "atari" / "Breakout"
     r = cli("info", str(shipped))
     assert r.returncode == 0 and "actions: 0 NOOP, 1 FIRE, 2 RIGHT, 3 LEFT" in r.stdout
     assert "one_step_psnr" in r.stdout

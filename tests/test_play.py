@@ -176,7 +176,7 @@ def test_csgo_headless_from_spawn(csgo_weights, tmp_path, capsys):
                  "--fast", "--spawn", "1", "--screenshot", str(shot)])
     assert code == 0, capsys.readouterr().err
     img = cv2.imread(str(shot))
-    assert img.shape == (300, 560, 3) and img.std() > 1
+    assert img.shape == (300 + Renderer.HUD_PANEL, 560, 3) and img.std() > 1
 
 
 def test_csgo_window_mouse_grab_and_double_escape(csgo_weights, tmp_path):

@@ -1,4 +1,4 @@
-"""The Breakout engine this project trained and ships in weights/atari/Breakout (what `diamond-play atari
+"""The Breakout engine this project trained and ships in diamond_play/shipped/atari/Breakout (what `diamond-play atari
 Breakout` plays offline)."""
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import diamond_play
 from diamond_play.cli import main
+from diamond_play.weights.hub import SHIPPED as SHIPPED_ROOT
 from diamond_play.weights.loading import default_weights
 
-SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "atari" / "Breakout"
+SHIPPED = SHIPPED_ROOT / "atari" / "Breakout"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_breakout_engine_loads_with_provenance_and_eval_numbers():
@@ -43,3 +45,17 @@ def test_eval_of_the_shipped_engine_on_a_small_held_out_set(tmp_path, capsys):
 
 def test_atari_breakout_plays_the_shipped_engine_by_default():
     assert main(["atari", "Breakout", "--headless", "--frames", "3", "--actions", "random"]) == 0
+
+
+def test_the_wheel_carries_the_shipped_engine_and_the_hub_manifest(tmp_path):
+    """Installed from a wheel, `diamond-play atari Breakout` plays offline: the engine is package data."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, capture_output=True, timeout=600)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("diamond_play-*.whl"))).namelist())
+    shipped = [p.relative_to(REPO).as_posix() for p in SHIPPED.rglob("*") if p.is_file()]
+    assert shipped and set(shipped) <= names
+    assert "diamond_play/shipped/manifest.yaml" in names

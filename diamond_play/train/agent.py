@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from diamond_play.train.core import (
     starting_command,
 )
 from diamond_play.train.rl import ActorCriticLossConfig, ImaginedEnvs, RolloutRunner, imagination_loss_fn
-from diamond_play.weights.format import MODEL_FILE, SPAWN_DIR
+from diamond_play.weights.format import MODEL_FILE, SPAWN_DIR, file_sha256
 
 
 @dataclass
@@ -110,14 +109,6 @@ PRESETS: dict[str, dict[str, Any]] = {
              "backup_every": 5, "eval_every": 1, "eval_episodes": 1, "final_eval_episodes": 1,
              "eval_max_steps": 100, "probe_frames": 100},
 }
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def actor_critic_config(cfg: AgentTrainConfig, engine: WeightsConfig) -> ActorCriticConfig:
@@ -238,7 +229,7 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     cfg = load_config(run, resume is not None, layers, overrides)
     if not cfg.engine:
         raise UserError("which world model? pass --weights ENGINE (a weights directory with a reward/termination "
-                        "model, e.g. weights/atari/Breakout)")
+                        "model, e.g. diamond_play/shipped/atari/Breakout)")
     use_threads(cfg.num_threads)
     device = resolve_device(cfg.device, DistInfo())
     agent = load_agent(cfg.engine, device=device)
@@ -248,7 +239,7 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     if agent.upsampler is not None or agent.config.kind == "csgo":
         raise UserError("train agent needs a one-stage engine with discrete actions (Atari or a recorded game)")
     assert agent.weights_path is not None
-    engine_digest = file_digest(agent.weights_path / MODEL_FILE)
+    engine_digest = file_sha256(agent.weights_path / MODEL_FILE)
     dataset = engine_dataset(cfg, agent)
     episodes = [dataset[i] for i in range(len(dataset))]
     for ep in episodes:

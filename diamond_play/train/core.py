@@ -206,7 +206,7 @@ def run_phase(trainer: ModelTrainer, micro_batches: Iterator[Any],
         bar.update(1)
         if trainer.steps % 10 == 0:
             bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in metrics.items()
-                             if "loss" in k and "/loss_rew" not in k and "/loss_end" not in k})
+                             if "loss" in k and "/loss_rew" not in k and "/loss_end" not in k}, refresh=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

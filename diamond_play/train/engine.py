@@ -109,6 +109,22 @@ class EngineTrainConfig:
     sample_every: int = 5  # epochs between TensorBoard sample strips
 
 
+# Run lengths per preset (model sizes are in train.world_model). `tiny` shows the whole pipeline in minutes on a CPU;
+# its reward/termination model runs at 10x the paper's lr with a short warm-up, so that even this briefly trained
+# it has learned that terminations are rare (at the paper's lr it still predicts one every other step, and play
+# re-seeds from the real game on every frame).
+ENGINE_RUN_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"epochs": 2, "steps_per_epoch": 50, "rew_end_steps_per_epoch": 25, "sample_every": 1,
+             "rew_end_optim": {"lr": 1e-3, "warmup_steps": 10}},
+}
+
+
+def engine_layers(data: Path | None, preset: str | None) -> list[dict[str, Any]]:
+    """A new `train engine` run's config layers: the preset's run lengths, then the data and model size."""
+    return [ENGINE_RUN_PRESETS.get(preset or "", {}),
+            {"data": str(data) if data else "", **({"preset": preset} if preset else {})}]
+
+
 def model_resolution(cfg: EngineTrainConfig, info) -> tuple[tuple[int, int], tuple[int, int], int | None]:
     """-> (dynamics H W, shown H W, upsampling factor or None)."""
     native = (int(info.frame_size[0]), int(info.frame_size[1]))

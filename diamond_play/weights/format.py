@@ -5,6 +5,7 @@ Loading never executes code: safetensors holds only tensors and the YAML is read
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -22,6 +23,14 @@ from diamond_play.weights.state_dict import load_state_dict_checked
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 SPAWN_DIR = "spawn"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def is_weights_dir(path: Path) -> bool:

@@ -16,12 +16,13 @@ from diamond_play.envs.atari import canonical_game
 from diamond_play.errors import UserError
 from diamond_play.weights.official import import_official
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = Path(__file__).resolve().parents[1] / "shipped"
 
 
 def shipped_weights_root() -> Path:
-    """The repository's `weights/` folder: manifest + weights trained and shipped by this project."""
-    return Path(os.environ.get("DIAMOND_PLAY_SHIPPED_WEIGHTS", REPO_ROOT / "weights"))
+    """The package's `shipped/` folder (package data, so installed wheels play offline): the hub manifest and the
+    engines trained and shipped by this project, e.g. `atari/Breakout`."""
+    return Path(os.environ.get("DIAMOND_PLAY_SHIPPED_WEIGHTS", SHIPPED))
 
 
 def diamond_play_home() -> Path:
@@ -56,8 +57,8 @@ class Manifest:
 def load_manifest(path: Path | None = None) -> Manifest:
     path = path or shipped_weights_root() / "manifest.yaml"
     if not path.is_file():
-        raise UserError(f"weights manifest {str(path)!r} not found: run from a source checkout installed with "
-                        "`pip install -e .`, or set DIAMOND_PLAY_SHIPPED_WEIGHTS to its weights/ folder")
+        raise UserError(f"weights manifest {str(path)!r} not found: reinstall diamond_play (it ships in the "
+                        "package), or set DIAMOND_PLAY_SHIPPED_WEIGHTS to a folder that holds manifest.yaml")
     data = read_yaml(path)
     try:
         return Manifest(repo_id=data["repo_id"], atari=data["atari"], csgo=data["csgo"])
@@ -74,6 +75,17 @@ def _offline_help(manifest: Manifest, files: list[str], command: str, reason: st
     )
 
 
+def failure_reason(e: Exception) -> str:
+    """A short reason for a failed download: the network in plain words, else the error's first sentence."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(e, LocalEntryNotFoundError) or "connect" in str(e).lower() or "resolve" in str(e).lower():
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        return "HF_HUB_OFFLINE is set" if offline else "huggingface.co cannot be reached from this machine"
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text if len(text) <= 160 else text[:160].rsplit(" ", 1)[0] + " …"
+
+
 def fetch_files(manifest: Manifest, files: list[str], source_dir: Path | None, command: str,
                 allow_patterns: str | None = None) -> Path:
     """Get `files` (repo-relative) and return the root they lie under, laid out as in the hub repo."""
@@ -83,9 +95,15 @@ def fetch_files(manifest: Manifest, files: list[str], source_dir: Path | None, c
             raise UserError(f"{str(source_dir)!r} lacks {missing[0]}: it must be laid out like the hub repo "
                             f"{manifest.repo_id} (see `hf download … --local-dir`)")
         return source_dir
+    import logging
+
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import logging as hf_logging
 
+    # The hub client logs every retry of a failed connection; the one-line error below says what to do instead.
+    hf_logging.set_verbosity_error()
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
         if allow_patterns is not None:
             root = Path(snapshot_download(manifest.repo_id, allow_patterns=allow_patterns))
@@ -93,8 +111,8 @@ def fetch_files(manifest: Manifest, files: list[str], source_dir: Path | None, c
             paths = [Path(hf_hub_download(manifest.repo_id, f)) for f in files]
             root = paths[0].parents[len(Path(files[0]).parts) - 1]
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise _offline_help(manifest, [allow_patterns] if allow_patterns else files, command, reason) from None
+        raise _offline_help(manifest, [allow_patterns] if allow_patterns else files, command,
+                            failure_reason(e)) from None
     missing = [f for f in files if not (root / f).is_file()]
     if missing:
         raise _offline_help(manifest, files, command, f"{missing[0]} is not in the downloaded snapshot")

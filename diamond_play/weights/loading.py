@@ -29,8 +29,9 @@ def load_agent(path: str | Path, device: torch.device | str = "cpu", config: str
         if run_weights is not None:  # a training run directory: its latest checkpoint
             return load_weights_dir(run_weights, device)
         if not (path / MODEL_FILE).exists() and ((path / "checkpoints").is_dir() or (path / "log.csv").exists()):
-            raise UserError(f"training run {str(path)!r} has no exported weights yet: they appear after its first "
-                            "epoch (checkpoints/last)")
+            raise UserError(f"training run {str(path)!r} has no exported weights (checkpoints/last): a run writes "
+                            "them after each epoch, and a run's weights are not kept in git; point at the exported "
+                            "engine instead (e.g. diamond_play/shipped/atari/Breakout), or resume the run for an epoch")
         if is_weights_dir(path):
             return load_weights_dir(path, device)
         raise UserError(f"{str(path)!r} is a directory without config.yaml: point at a weights directory "

@@ -3,7 +3,6 @@ from tensor shapes, the official YAML config layout, and conversion to the proje
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pickle
 import re
@@ -34,6 +33,7 @@ from diamond_play.envs import csgo
 from diamond_play.envs.atari import ATARI_100K_GAMES, action_meanings, canonical_game
 from diamond_play.errors import UserError
 from diamond_play.models.agent import COMPONENTS, Agent
+from diamond_play.weights.format import file_sha256
 from diamond_play.weights.state_dict import load_state_dict_checked
 
 # Official per-model constants that tensor shapes cannot reveal.
@@ -224,16 +224,8 @@ def agent_config_from_official(data: Any, sd: dict[str, Tensor]) -> AgentConfig:
 # ---------------------------------------------------------------------------------------------------------------
 # Conversion
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def official_weights_config(agent_cfg: AgentConfig, game: str | None, source: Path) -> WeightsConfig:
-    provenance = {"source": "official DIAMOND checkpoint", "file": source.name, "sha256": _sha256(source),
+    provenance = {"source": "official DIAMOND checkpoint", "file": source.name, "sha256": file_sha256(source),
                   "converted_by": f"diamond_play {__version__}"}
     if agent_cfg.upsampler is not None:
         return WeightsConfig(agent=agent_cfg, game=game or "csgo", kind="csgo", num_actions=CSGO_NUM_ACTIONS,
