@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from diamond_play.play.app import Renderer
+
 TOOLS = ("Xvfb", "xdotool", "xwininfo", "import")
 
 
@@ -47,6 +49,16 @@ def find_window(env: dict, name: str, app: subprocess.Popen, timeout: float = 90
     raise AssertionError(f"the window did not appear: {app.stderr.read() if app.poll() is not None else ''}")
 
 
+def window_left_and_width(env: dict, name: str) -> tuple[int, int]:
+    """Left edge and width of the window titled `name` (looked up by title: SDL may re-create it on a resize)."""
+    tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
+    for line in tree.splitlines():
+        if f'"{name}' in line:
+            size, x = line.split()[-2].split("+")[:2]  # WxH+X+Y
+            return int(x), int(size.split("x")[0])
+    return -1, -1
+
+
 def test_real_window_under_xvfb(xvfb_display, atari_weights, tmp_path):
     env = {**os.environ, "DISPLAY": xvfb_display, "SDL_VIDEODRIVER": "x11", "SDL_AUDIODRIVER": "dummy"}
     final = tmp_path / "final.png"
@@ -59,10 +71,19 @@ def test_real_window_under_xvfb(xvfb_display, atari_weights, tmp_path):
         shot = tmp_path / "shot.png"
         subprocess.run(["import", "-window", window, str(shot)], env=env, check=True, timeout=30)
         image = cv2.imread(str(shot))
-        assert image.shape == (256, 256, 3)  # 64x64 frames at --size 4
+        assert image.shape == (256 + Renderer.HUD_PANEL, 256, 3)  # 64x64 frames at --size 4, the HUD strip below
         assert image.std() > 5  # not blank
-        # Keys typed into the real window reach the app: Escape closes it.
+        # Keys typed into the real window reach the app: Right widens it to the side-by-side view, which stays
+        # centred on the screen; Escape closes it.
         subprocess.run(["xdotool", "windowactivate", "--sync", window], env=env, timeout=10)
+        subprocess.run(["xdotool", "key", "--window", window, "Right"], env=env, check=True, timeout=10)
+        left, width = window_left_and_width(env, "diamond-play")
+        deadline = time.time() + 20
+        while (width != 2 * 256 + 8 or abs(left + width / 2 - 1024 / 2) > 2) and time.time() < deadline:
+            time.sleep(0.2)
+            left, width = window_left_and_width(env, "diamond-play")
+        assert width == 2 * 256 + 8 and abs(left + width / 2 - 1024 / 2) <= 2, (left, width)
+        window = find_window(env, "diamond-play", app)
         subprocess.run(["xdotool", "key", "--window", window, "Escape"], env=env, check=True, timeout=10)
         out, err = app.communicate(timeout=30)
     finally:
