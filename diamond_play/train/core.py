@@ -438,5 +438,7 @@ class RunLogger:
 
 
 def progress(total: int, desc: str, initial: int = 0, enabled: bool = True) -> tqdm:
+    # One unit throughout (tqdm otherwise switches between step/s and s/step as the rate crosses 1).
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, disable=not enabled,
-                smoothing=0.1)
+                smoothing=0.1, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+                "{rate_noinv_fmt}{postfix}]")
