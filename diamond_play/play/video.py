@@ -6,6 +6,7 @@ it (the PyPI wheels do not) and MPEG-4 Part 2 otherwise; `.avi` is Motion JPEG.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -18,6 +19,20 @@ from diamond_play.errors import UserError
 
 FOURCCS = {".webm": ("VP90",), ".mp4": ("avc1", "mp4v"), ".mkv": ("VP90", "mp4v"), ".avi": ("MJPG",)}
 MAX_FPS = 60.0  # a video plays at most this fast; faster play is sampled on the wall clock
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send what native code writes to file descriptor 2 to /dev/null for the duration."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class VideoRecorder:
@@ -45,7 +60,8 @@ class VideoRecorder:
     def _open(self, w: int, h: int) -> None:
         self.size = (w - w % 2, h - h % 2)  # most codecs need even sizes
         for fourcc in FOURCCS[self.path.suffix.lower()]:
-            writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.size)
+            with native_stderr_silenced():  # FFmpeg's note that WebM stores no codec tag, printed from C
+                writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.size)
             if writer.isOpened():
                 self.writer, self.fourcc = writer, fourcc
                 break
