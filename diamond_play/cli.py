@@ -298,6 +298,9 @@ def cmd_play_weights(args: argparse.Namespace) -> None:
     if not args.headless:
         require_display()
     agent = load_agent(args.weights, device=resolve_device(args.device))
+    if agent.config.kind == "atari" and agent.config.game == "unknown":
+        raise UserError(f"{args.weights} does not record which Atari game it plays: play it with `diamond-play "
+                        f"atari GAME --weights {args.weights}`, or re-import it with --game GAME")
     args.help_keys = False
     args.fast = False
     cmd_play(args, agent)

@@ -57,6 +57,8 @@ def test_an_official_checkpoint_imported_under_another_name_plays_as_the_named_g
     assert "could not be inferred" in capsys.readouterr().err
     assert main(["atari", "Breakout", "--weights", str(out), "--headless", "--frames", "2", "--actions",
                  "random"]) == 0
+    assert main(["play", "--weights", str(out), "--headless", "--frames", "2", "--actions", "random"]) == 2
+    assert "atari GAME" in capsys.readouterr().err
     assert main(["atari", "Pong", "--weights", str(out), "--headless", "--frames", "2", "--actions", "random"]) == 2
     assert "actions" in capsys.readouterr().err  # Pong has 6 actions, the checkpoint 4
     named = tmp_path / "named"
