@@ -95,13 +95,6 @@ def name_unknown_game(agent, game: str) -> None:
     agent.config.game, agent.config.action_names = game, names
 
 
-def require_display() -> None:
-    from diamond_play.play.display import NO_DISPLAY, has_display
-
-    if not os.environ.get("SDL_VIDEODRIVER") and not has_display():
-        raise UserError(NO_DISPLAY)
-
-
 def cmd_play(args: argparse.Namespace, agent=None) -> None:
     from diamond_play.config import csgo_sampling
     from diamond_play.envs.atari import canonical_game
@@ -114,6 +107,8 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
     game = canonical_game(args.game) if agent is None and kind == "atari" else "csgo"
     use_threads(args.threads)
     if not args.headless and not args.help_keys:
+        from diamond_play.play.display import require_display
+
         require_display()  # before anything is loaded or written
     device = resolve_device(args.device)
     if agent is None:
@@ -295,8 +290,6 @@ def cmd_play_weights(args: argparse.Namespace) -> None:
         raise UserError("which engine? `diamond-play play --weights W` plays a weights directory, a training run or "
                         "an official .pt; for the shipped or downloaded engines use `diamond-play atari GAME` or "
                         "`diamond-play csgo`")
-    if not args.headless:
-        require_display()
     agent = load_agent(args.weights, device=resolve_device(args.device))
     if agent.config.kind == "atari" and agent.config.game == "unknown":
         raise UserError(f"{args.weights} does not record which Atari game it plays: play it with `diamond-play "

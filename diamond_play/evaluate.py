@@ -30,9 +30,6 @@ from diamond_play.models.denoiser import make_randn
 HORIZONS = (1, 4, 16, 64)
 
 
-PROGRESS = {"on": True}  # progress bars on stderr (`evaluate(show_progress=False)` turns them off)
-
-
 def psnr(a: Tensor, b: Tensor) -> Tensor:
     """Per-image PSNR in dB for frames in [-1, 1] (peak-to-peak 2)."""
     mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
@@ -136,7 +133,7 @@ def _shown(agent: Agent, episode, t: int) -> np.ndarray:
 
 @torch.no_grad()
 def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn, batch_size: int = 64,
-             max_windows: int = 2000) -> tuple[float, float, float, float]:
+             max_windows: int = 2000, show_progress: bool = False) -> tuple[float, float, float, float]:
     """Teacher-forced: every prediction conditions on real frames (and the real previous full-res frame)."""
     n = agent.denoiser.num_steps_conditioning
     windows = [(e, t) for e in episodes for t in range(n, len(e))]
@@ -147,7 +144,7 @@ def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn,
         raise UserError(f"held-out episodes are shorter than {n + 1} frames: nothing to evaluate")
     sums = np.zeros(4)
     for i in tqdm(range(0, len(windows), batch_size), desc="eval: one step", unit="batch", leave=False,
-                  disable=not PROGRESS["on"]):
+                  disable=not show_progress):
         chunk = windows[i : i + batch_size]
         obs = uint8_to_float(np.stack([e.frames[t - n : t] for e, t in chunk])).to(device)
         act = torch.from_numpy(np.stack([e.actions[t - n : t] for e, t in chunk])).to(device)
@@ -161,7 +158,8 @@ def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn,
 
 @torch.no_grad()
 def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn,
-              horizons: tuple[int, ...] = HORIZONS, starts_per_episode: int = 4) -> tuple[dict, dict, np.ndarray]:
+              horizons: tuple[int, ...] = HORIZONS, starts_per_episode: int = 4,
+              show_progress: bool = False) -> tuple[dict, dict, np.ndarray]:
     """Roll out max(horizons) steps from several starts; PSNR at each horizon and a strip of the first rollout."""
     n = agent.denoiser.num_steps_conditioning
     H = max(horizons)
@@ -177,7 +175,7 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn
     shown = last_real.clone()
     model, baseline = {h: 0.0 for h in horizons}, {h: 0.0 for h in horizons}
     strip_real, strip_pred = [], []
-    for k in tqdm(range(H), desc="eval: open loop", unit="step", leave=False, disable=not PROGRESS["on"]):
+    for k in tqdm(range(H), desc="eval: open loop", unit="step", leave=False, disable=not show_progress):
         act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s in starts])).to(device)
         low, shown = _predict(agent, obs, act, shown, randn)
         real = uint8_to_float(np.stack([_shown(agent, e, s + n + k) for e, s in starts])).to(device)
@@ -227,7 +225,7 @@ def change_reproduced(imagined_after: Tensor, before: Tensor, after: Tensor, cha
 
 @torch.no_grad()
 def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, randn, max_events: int = 64,
-                  batch_size: int = 32) -> tuple[float, int, np.ndarray] | None:
+                  batch_size: int = 32, show_progress: bool = False) -> tuple[float, int, np.ndarray] | None:
     """For each held-out reward event with a visible lasting change: does the open-loop rollout show it? An event
     counts as reproduced when at least half of its changed pixels reach their new state. -> (share of events
     reproduced, number of events, strip of the first event) or None when no event has a visible change."""
@@ -252,7 +250,7 @@ def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, r
         return None
     reproduced, strip = 0, None
     for i in tqdm(range(0, len(events), batch_size), desc="eval: reward events", unit="batch", leave=False,
-                  disable=not PROGRESS["on"]):
+                  disable=not show_progress):
         chunk = events[i : i + batch_size]
         obs = torch.stack([frames[:n] for _, _, frames, _ in chunk]).to(device)
         imagined = []
@@ -333,20 +331,19 @@ def evaluate(agent: Agent, episodes: list[Episode], device: torch.device | str =
              ) -> tuple[EvalResult, dict[str, np.ndarray]]:
     """-> (the numbers, strips: "open_loop" (the first rollout) and, when the episodes have a reward event with a
     visible change, "reward_event" (the first such event))."""
-    PROGRESS["on"] = show_progress
     device = torch.device(device)
     agent = agent.to(device).eval()
     g = torch.Generator(device=device).manual_seed(seed)
     randn = make_randn(device, generator=g)
-    one = one_step(agent, episodes, device, randn)
-    model, baseline, strip = open_loop(agent, episodes, device, randn, horizons)
+    one = one_step(agent, episodes, device, randn, show_progress=show_progress)
+    model, baseline, strip = open_loop(agent, episodes, device, randn, horizons, show_progress=show_progress)
     result = EvalResult(*one, open_loop_psnr=model, baseline_open_loop_psnr=baseline, num_episodes=len(episodes),
                         num_frames=sum(len(e) for e in episodes))
     acc = rew_end_accuracy(agent, episodes, device)
     if acc is not None:
         for name, value in zip(REW_END_METRICS, acc, strict=True):
             setattr(result, name, None if math.isnan(value) else value)
-    events = reward_events(agent, episodes, device, randn)
+    events = reward_events(agent, episodes, device, randn, show_progress=show_progress)
     strips = {"open_loop": strip}
     if events is not None:
         result.reward_events_reproduced, result.num_reward_events, strips["reward_event"] = events

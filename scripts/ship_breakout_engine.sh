@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Measure the Breakout engine run on the held-out episodes and ship its weights as diamond_play/shipped/atari/Breakout (what
-# `diamond-play atari Breakout` plays by default), with provenance and the eval table in its config. Writes
-# docs/breakout_eval.txt, docs/breakout_strip.png and docs/breakout_strip_reward_event.png (the README shows them).
+# Measure the Breakout engine run on the held-out episodes and ship its weights as
+# diamond_play/shipped/atari/Breakout (what `diamond-play atari Breakout` plays by default), with provenance and
+# the eval table in its config. Writes docs/breakout_eval.txt, docs/breakout_strip.png and
+# docs/breakout_strip_reward_event.png (the README shows them).
 # Run after scripts/train_breakout_engine.sh (which also makes data/breakout/{train,test}).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# Train the Breakout engine shipped in diamond_play/shipped/atari/Breakout (see README, "Default Breakout engine").
-# Resumable: run it again after a stop and it continues from RUN/checkpoints/state.pt. The data is regenerated
-# deterministically (same seed -> same episodes), so only the run directory needs keeping between machines.
+# Train the Breakout engine shipped in diamond_play/shipped/atari/Breakout (see README, "The shipped Breakout
+# engine"). Resumable: run it again after a stop and it continues from RUN/checkpoints/state.pt. The data is
+# regenerated deterministically (scripts/breakout_data.sh), so only the run directory needs keeping between machines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data/breakout}
 RUN=${RUN:-weights/_runs/breakout}
-if [ ! -f "$DATA/test/dataset.yaml" ]; then
-  rm -rf "$DATA"
-  python -m data_tools.atari_collect Breakout "$DATA" --frames 100000 --test-frames 10000 --policy mix --seed 0
-fi
+DATA="$DATA" bash scripts/breakout_data.sh
 if [ -f "$RUN/checkpoints/state.pt" ]; then
   exec diamond-play train engine --resume "$RUN" "$@"  # the run keeps its config; overrides here are saved into it
 fi

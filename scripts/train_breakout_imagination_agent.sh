@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# Train the Breakout agent shipped with diamond_play/shipped/atari/Breakout: an actor-critic trained only inside the shipped
-# world model (see README, "Train an agent inside an engine"). Resumable: run it again after a stop and it
+# Train the Breakout agent to ship with diamond_play/shipped/atari/Breakout: an actor-critic trained only inside the
+# shipped world model (see README, "Train an agent inside an engine"). Resumable: run it again after a stop and it
 # continues from RUN/checkpoints/state.pt. The start segments come from the engine's own training data, which is
 # regenerated deterministically (same seed -> same episodes), so only the run directory needs keeping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data/breakout}
 RUN=${RUN:-weights/_runs/breakout_agent}
-if [ ! -f "$DATA/train/dataset.yaml" ]; then
-  rm -rf "$DATA"
-  python -m data_tools.atari_collect Breakout "$DATA" --frames 100000 --test-frames 10000 --policy mix --seed 0
-fi
+DATA="$DATA" bash scripts/breakout_data.sh
 if [ -f "$RUN/checkpoints/state.pt" ]; then
-  exec diamond-play train agent --resume "$RUN" "$@"  # the run keeps its config; overrides here are saved into it
+  # The run keeps its config; overrides here are saved into it. The engine is named again because the committed run
+  # started when it lay in weights/atari/Breakout: the resume checks that it is the same file.
+  exec diamond-play train agent --resume "$RUN" engine=diamond_play/shipped/atari/Breakout "$@"
 fi
 # CPU levers (README): 1 Euler step per imagined frame instead of 3, 16 imagined environments instead of 32, the
 # small actor-critic; one thread, so a second job on a 2-core machine does not slow it tenfold.

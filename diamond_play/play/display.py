@@ -26,14 +26,18 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def init_window_display() -> None:
-    """Initialise SDL for a window. A driver named in SDL_VIDEODRIVER is taken as asked (the tests use `dummy`);
-    otherwise a missing display, or SDL settling on a windowless driver, is a UserError."""
-    requested = os.environ.get("SDL_VIDEODRIVER")
-    if not requested and not has_display():
+def require_display() -> None:
+    """A UserError unless a window can be shown; a driver named in SDL_VIDEODRIVER is taken as asked (the tests
+    use `dummy`). Cheap: callers check before loading or writing anything."""
+    if not os.environ.get("SDL_VIDEODRIVER") and not has_display():
         raise UserError(NO_DISPLAY)
+
+
+def init_window_display() -> None:
+    """Initialise SDL for a window (see `require_display`); SDL settling on a windowless driver is a UserError too."""
+    require_display()
     pygame.display.init()
-    if not requested and pygame.display.get_driver() in WINDOWLESS_DRIVERS:
+    if not os.environ.get("SDL_VIDEODRIVER") and pygame.display.get_driver() in WINDOWLESS_DRIVERS:
         pygame.display.quit()
         raise UserError(NO_DISPLAY)
     pygame.font.init()

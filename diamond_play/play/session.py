@@ -160,8 +160,8 @@ class PlaySession:
                           episode_return=self.episode_return if result.reward is not None else None)
         self.frame = result.frame
         if (result.end and not self.ignore_end) or result.truncated:
-            self.reseeds["horizon" if result.truncated and not result.end else "end"] += 1
             outcome.reset_by = "horizon" if result.truncated and not result.end else "end"
+            self.reseeds[outcome.reset_by] += 1
             if self.recorder is not None:
                 self.recorder.flush(truncated=not result.end, final_frame=tensor_to_frame(self.engine.obs[0, -1]))
             outcome.reset = True

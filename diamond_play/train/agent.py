@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from diamond_play.errors import UserError
 from diamond_play.models.actor_critic import ActorCritic
 from diamond_play.models.agent import Agent
 from diamond_play.threads import use_threads
-from diamond_play.train.atari import ACTOR_CRITIC_PRESETS, evaluate_policy, tensors_to_cpu
+from diamond_play.train.atari import ACTOR_CRITIC_PRESETS, evaluate_policy, forever, tensors_to_cpu
 from diamond_play.train.core import (
     DistInfo,
     ModelTrainer,
@@ -46,6 +47,7 @@ from diamond_play.train.core import (
     build_run_config,
     progress,
     resolve_device,
+    restore_trainers,
     rng_state,
     run_phase,
     set_rng_state,
@@ -246,15 +248,14 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
         dataset.check_actions(ep)
     size = agent.rew_end_model.cfg.img_size
     if tuple(episodes[0].frames.shape[1:3]) != (size, size):
-        raise UserError(f"dataset {cfg.data!r} has {episodes[0].frames.shape[1]}x{episodes[0].frames.shape[2]} "
-                        f"frames; the engine works at {size}x{size}: pass a dataset of the engine's resolution")
+        h, w = episodes[0].frames.shape[1:3]
+        raise UserError(f"dataset {str(dataset.root)!r} has {h}x{w} frames; the engine works at {size}x{size}: pass "
+                        "a dataset of the engine's resolution")
 
     if resume is None:
         run.prepare_new()
         spawn = agent.weights_path / SPAWN_DIR
         if spawn.is_dir():  # the exported engine keeps its start states
-            import shutil
-
             shutil.copytree(spawn, run.spawn_dir)
     write_text_atomically(run.config_path, dump_yaml(cfg))  # overrides given on resume are kept
 
@@ -287,12 +288,7 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
         if state["engine_digest"] != engine_digest:
             raise UserError(f"engine {cfg.engine!r} is not the one this run started with (its model.safetensors "
                             "changed): resume with the original engine, or start a new run")
-        if "actor_critic" in fresh_optimisers:
-            trainer.load_state_dict(state["trainer"], fresh_optimiser=True)
-        elif set(fresh_optimisers):
-            raise UserError(f"--fresh-optimiser {sorted(fresh_optimisers)[0]}: this run trains actor_critic only")
-        else:
-            trainer.load_state_dict(state["trainer"])
+        restore_trainers([trainer], {trainer.name: state["trainer"]}, fresh_optimisers)
         set_rng_state(state["rng"], np_rngs)
         runner.load_state_dict(state["rollouts"])
         epoch, best, seconds_before = state["epoch"], state["best"], float(state["train_seconds"])
@@ -302,11 +298,10 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     bar = progress(cfg.epochs * cfg.steps_per_epoch, f"train agent {agent.config.game}",
                    initial=epoch * cfg.steps_per_epoch)
     started = time.monotonic()
-    never = iter(lambda: None, 0)  # the loss draws its own rollouts: no batches
     try:
         while epoch < cfg.epochs:
             metrics: dict[str, list[float]] = {}
-            run_phase(trainer, never, loss_fn, cfg.steps_per_epoch, bar, metrics)
+            run_phase(trainer, forever(), loss_fn, cfg.steps_per_epoch, bar, metrics)  # rollouts, no batches
             epoch += 1
             hours = (seconds_before + time.monotonic() - started) / 3600
             scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
