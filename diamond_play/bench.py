@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diamond_play.compile_cache import AOTCompiled
+from diamond_play.accel.modes import EXECUTION_MODES, ExecutionMode, available_execution_modes, check_execution_mode
 from diamond_play.config import (
     ATARI_SAMPLER,
     SamplingConfig,
@@ -28,13 +28,7 @@ from diamond_play.config import (
     csgo_sampling,
 )
 from diamond_play.data.spawns import StartState
-from diamond_play.engine import (
-    EXECUTION_MODES,
-    ExecutionMode,
-    WorldModelEngine,
-    available_execution_modes,
-    check_execution_mode,
-)
+from diamond_play.engine import WorldModelEngine
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
@@ -132,9 +126,7 @@ def bench_mode(agent: Agent, mode: ExecutionMode, sampling: SamplingConfig | Non
         for k, v in r.component_s.items():
             components[k] = components.get(k, 0.0) + v
     ms = np.array(latencies) * 1000
-    compilers = [c for c in (engine.agent.denoiser.fast_denoise, engine.rew_end_step,
-                             engine.agent.upsampler.fast_denoise if engine.agent.upsampler else None)
-                 if isinstance(c, AOTCompiled)]
+    compilers = engine.networks.compilers()
     compiled_from = "" if not compilers else "built" if any(c.built for c in compilers) else "cache"
     result = ModeResult(name=mode.name, fps=float(1000 / ms.mean()), p50_ms=float(np.percentile(ms, 50)),
                         p95_ms=float(np.percentile(ms, 95)), max_abs_diff=0.0,

@@ -138,7 +138,7 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
         raise UserError("--actions policy needs weights with an actor-critic")
     import torch
 
-    from diamond_play.engine import execution_mode_named
+    from diamond_play.accel.modes import execution_mode_named
 
     mode = execution_mode_named(args.mode, torch.device(device), interactive=not args.headless)
     if mode.compile and args.headless:
@@ -151,7 +151,7 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
                           compile_in_background=not args.headless, ignore_end=args.ignore_end)
     stats = run_headless(session, opts) if args.headless else run_window(session, opts)
     reseeds = session.reseeds
-    print(stats.summary() + (f"; {mode.name} {session.engine.compile_state}" if mode.compile else "")
+    print(stats.summary() + (f"; {mode.name} {session.engine.compile_status}" if mode.compile else "")
           + f"; re-seeded {reseeds['end']} times by a predicted end, {reseeds['horizon']} at the horizon"
           + (" (ends ignored)" if args.ignore_end else ""))
     if args.record:
@@ -309,6 +309,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     use_threads(args.threads)
     device = resolve_device(args.device)
     agent = load_agent(args.weights, device=device)
+    if args.agent:
+        eval_agent(agent, args, device)
+        return
     if args.data is None and agent.config.kind != "atari":
         raise UserError(f"these are {agent.config.kind} weights: pass --data HELD_OUT_DATASET (for CS:GO, the test "
                         "split of a prepared dataset, e.g. csgo_data/test)")
@@ -329,11 +332,37 @@ def cmd_eval(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(result.as_metrics(), indent=2))
 
 
+def eval_agent(agent, args: argparse.Namespace, device) -> None:
+    """`eval --agent`: the weights' actor-critic in full real games (Atari 100k evaluation: ε = 0, actions sampled
+    from the policy, a game ends when the lives are gone)."""
+    import json
+
+    import numpy as np
+
+    from diamond_play.envs.atari import human_normalized_score
+    from diamond_play.train.atari import evaluate_policy
+
+    if agent.actor_critic is None:
+        raise UserError(f"{str(args.weights)!r} has no actor-critic: train one with `diamond-play train agent`")
+    if agent.config.kind != "atari":
+        raise UserError("eval --agent plays the real game: it needs Atari weights")
+    games = evaluate_policy(agent.actor_critic, agent.config.game, args.episodes, 0, args.seed, device)
+    mean, std = float(np.mean(games.returns)), float(np.std(games.returns))
+    hns = human_normalized_score(agent.config.game, mean)
+    print(f"{agent.config.game}: return {mean:.1f} ± {std:.1f} over {args.episodes} real games"
+          + (f" (human-normalised {hns:.3f})" if hns is not None else "")
+          + f", {float(np.mean(games.lengths)):.0f} steps per game; returns {[round(r, 1) for r in games.returns]}")
+    if args.json:
+        args.json.write_text(json.dumps({"return": mean, "return_std": std, "returns": games.returns,
+                                         "lengths": games.lengths, "episodes": args.episodes,
+                                         **({"hns": hns} if hns is not None else {})}, indent=2))
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     import torch
 
+    from diamond_play.accel.modes import available_execution_modes
     from diamond_play.bench import format_table, machine_description, run_play_bench, write_json
-    from diamond_play.engine import available_execution_modes
 
     use_threads(args.threads)
     device = torch.device(resolve_device(args.device))
@@ -457,7 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", type=Path, help="weights directory, run directory or official .pt")
     p.add_argument("--game", help="Atari game to collect held-out episodes from (default: the weights' game)")
     p.add_argument("--data", type=Path, help="held-out dataset folder (default: collect fresh episodes)")
-    p.add_argument("--episodes", type=int, default=8, help="number of held-out episodes (default 8)")
+    p.add_argument("--episodes", type=int, default=8, help="number of held-out episodes, or with --agent of real "
+                   "games (default 8)")
+    p.add_argument("--agent", action="store_true", help="instead: play the weights' actor-critic in the real game "
+                   "(Atari 100k evaluation: ε = 0, full games) and report its return")
     p.add_argument("--max-horizon", type=int, default=64, help="longest open-loop horizon (1, 4, 16, 64)")
     p.add_argument("--strip", type=Path, help="PNG strip to write (and beside it STEM_reward_event.png: the first "
                    "held-out reward event); default: ~/.cache/diamond_play/eval/GAME_strip.png")

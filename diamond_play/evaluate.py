@@ -21,9 +21,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from diamond_play.data.episodes import Dataset, Episode
-from diamond_play.data.segments import uint8_to_float
-from diamond_play.engine import predict_low_res, upsample_frame
 from diamond_play.errors import UserError
+from diamond_play.frames import frames_to_tensor, real_above_imagined
+from diamond_play.imagine import predict_low_res, upsample_frame
 from diamond_play.models.agent import Agent
 from diamond_play.models.denoiser import make_randn
 
@@ -146,10 +146,10 @@ def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn,
     for i in tqdm(range(0, len(windows), batch_size), desc="eval: one step", unit="batch", leave=False,
                   disable=not show_progress):
         chunk = windows[i : i + batch_size]
-        obs = uint8_to_float(np.stack([e.frames[t - n : t] for e, t in chunk])).to(device)
+        obs = frames_to_tensor(np.stack([e.frames[t - n : t] for e, t in chunk])).to(device)
         act = torch.from_numpy(np.stack([e.actions[t - n : t] for e, t in chunk])).to(device)
-        real = uint8_to_float(np.stack([_shown(agent, e, t) for e, t in chunk])).to(device)
-        last = uint8_to_float(np.stack([_shown(agent, e, t - 1) for e, t in chunk])).to(device)
+        real = frames_to_tensor(np.stack([_shown(agent, e, t) for e, t in chunk])).to(device)
+        last = frames_to_tensor(np.stack([_shown(agent, e, t - 1) for e, t in chunk])).to(device)
         _, pred = _predict(agent, obs, act, last, randn)
         sums += [psnr(pred, real).sum().item(), ssim(pred, real).sum().item(), psnr(last, real).sum().item(),
                  ssim(last, real).sum().item()]
@@ -170,15 +170,15 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn
             starts += [(e, int(s)) for s in np.linspace(0, usable - 1, starts_per_episode).round().astype(int)]
     if not starts:
         raise UserError(f"no held-out episode is longer than {n + H} frames: use longer episodes or smaller horizons")
-    obs = uint8_to_float(np.stack([e.frames[s : s + n] for e, s in starts])).to(device)
-    last_real = uint8_to_float(np.stack([_shown(agent, e, s + n - 1) for e, s in starts])).to(device)
+    obs = frames_to_tensor(np.stack([e.frames[s : s + n] for e, s in starts])).to(device)
+    last_real = frames_to_tensor(np.stack([_shown(agent, e, s + n - 1) for e, s in starts])).to(device)
     shown = last_real.clone()
     model, baseline = {h: 0.0 for h in horizons}, {h: 0.0 for h in horizons}
     strip_real, strip_pred = [], []
     for k in tqdm(range(H), desc="eval: open loop", unit="step", leave=False, disable=not show_progress):
         act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s in starts])).to(device)
         low, shown = _predict(agent, obs, act, shown, randn)
-        real = uint8_to_float(np.stack([_shown(agent, e, s + n + k) for e, s in starts])).to(device)
+        real = frames_to_tensor(np.stack([_shown(agent, e, s + n + k) for e, s in starts])).to(device)
         if k + 1 in model:
             model[k + 1] = psnr(shown, real).mean().item()
             baseline[k + 1] = psnr(last_real, real).mean().item()
@@ -186,13 +186,7 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn
             strip_real.append(real[0])
             strip_pred.append(shown[0])
         obs = torch.cat([obs[:, 1:], low[:, None]], dim=1)
-    return model, baseline, _strip(strip_real, strip_pred)
-
-
-def _strip(real: list[Tensor], imagined: list[Tensor]) -> np.ndarray:
-    """Real frames in a row above the imagined ones, as one uint8 HWC image."""
-    strip = torch.cat([torch.cat(real, dim=-1), torch.cat(imagined, dim=-1)], dim=-2)
-    return strip.add(1).mul(127.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    return model, baseline, real_above_imagined(strip_real, strip_pred)
 
 
 # A reward event at step t (reward of action t, non-zero): the rollout starts EVENT_LEAD steps before it, from real
@@ -238,7 +232,7 @@ def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, r
             start = int(t) - EVENT_LEAD - n  # first conditioning frame
             if start < 0 or start + n + steps > len(e):
                 continue
-            frames = uint8_to_float(np.asarray(e.frames[start : start + n + steps]))
+            frames = frames_to_tensor(np.asarray(e.frames[start : start + n + steps]))
             before, after = frames[n - 1 : n + EVENT_LEAD + 1], frames[n + EVENT_LEAD + EVENT_SETTLE :]
             changed = lasting_change(before, after)
             if changed.any():
@@ -265,7 +259,7 @@ def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, r
             share = change_reproduced(rollout[EVENT_LEAD + EVENT_SETTLE :], last_before, first_after, changed)
             reproduced += share >= 0.5
             if strip is None:
-                strip = _strip(list(frames[n:]), list(rollout))
+                strip = real_above_imagined(list(frames[n:]), list(rollout))
     assert strip is not None
     return reproduced / len(events), len(events), strip
 
@@ -283,8 +277,8 @@ def rew_end_accuracy(agent: Agent, episodes: list[Episode], device: torch.device
         if e.final_frame is not None:
             frames = np.concatenate([frames, np.asarray(e.final_frame)[None]])
         t = len(frames) - 1
-        obs = uint8_to_float(frames[:-1])[None].to(device)
-        nxt = uint8_to_float(frames[1:])[None].to(device)
+        obs = frames_to_tensor(frames[:-1])[None].to(device)
+        nxt = frames_to_tensor(frames[1:])[None].to(device)
         act = torch.from_numpy(e.actions[:t])[None].to(device)
         rew_logits, end_logits, _ = model.predict_rew_end(obs, act, nxt)
         pred_r = rew_logits.argmax(-1)[0].cpu().numpy()

@@ -9,10 +9,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from diamond_play.accel.modes import ExecutionMode, execution_mode_named
 from diamond_play.data.spawns import load_spawns
-from diamond_play.engine import AtariStarts, ExecutionMode, SpawnStarts, WorldModelEngine, execution_mode_named
+from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
+from diamond_play.play.compile import NetworkCompiler
+from diamond_play.starts import AtariStarts, SpawnStarts
 
 
 class WorldModelEnv(gym.Env):
@@ -34,7 +37,8 @@ class WorldModelEnv(gym.Env):
             mode = execution_mode_named(mode, torch.device(device))
         self.engine = WorldModelEngine(agent, device=device, seed=0, mode=mode, defer_compile=mode.compile,
                                        horizon=horizon or (50 if cfg.kind == "atari" else 1000))
-        self.engine.compile_networks()  # compiled modes: now, not mid-episode
+        self.compiler = NetworkCompiler(self.engine)
+        self.compiler.run()  # compiled modes: now, not mid-episode
         self.render_mode = render_mode
         h, w = cfg.frame_size
         self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
@@ -77,7 +81,7 @@ class WorldModelEnv(gym.Env):
         return self._frame if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:
-        self.engine.close()
+        self.compiler.close()
         self.starts.close()
 
 

@@ -3,23 +3,24 @@ frames, plus raw conv/matmul rates to tell a slow kernel from a slow card.
 
 Usage: python scripts/gpu_profile.py [--kind csgo|atari] [--mode MODE] [--frames N] [--no-rates]
 
-Compiled modes are profiled without CUDA graphs (inductor mode "default" unless DIAMOND_PLAY_INDUCTOR_MODE says
-otherwise): the profiler cannot see the kernels inside a graph replay, and they are the same kernels the
+Compiled modes are profiled without CUDA graphs (inductor mode "default" unless DIAMOND_PLAY_INDUCTOR_MODE
+says otherwise): the profiler cannot see the kernels inside a graph replay, and they are the same kernels the
 compiled-graph mode replays."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from functools import partial
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from diamond_play.accel import inference
+from diamond_play.accel.modes import EXECUTION_MODES, with_levers
 from diamond_play.bench import random_agent, synthetic_start
 from diamond_play.config import csgo_sampling
-from diamond_play.engine import EXECUTION_MODES, WorldModelEngine
+from diamond_play.engine import WorldModelEngine
 from diamond_play.models import blocks
 
 
@@ -76,22 +77,21 @@ def graphed_ms(fn, calls: int = 20, reps: int = 20) -> float:
 
 def group_norm_paths() -> None:
     """Native vs parallel-statistics adaptive GroupNorm per map size (bf16 channels-last input, batch 1): sets
-    blocks.PARALLEL_GN_MIN_GROUP_ELEMENTS."""
+    inference.PARALLEL_GN_MIN_GROUP_ELEMENTS."""
     dev = torch.device("cuda")
-    print(f"adaptive group norm, ms per call in a CUDA graph (threshold now {blocks.PARALLEL_GN_MIN_GROUP_ELEMENTS})")
-    default = blocks.PARALLEL_GN_MIN_GROUP_ELEMENTS
+    default = inference.PARALLEL_GN_MIN_GROUP_ELEMENTS
+    print(f"adaptive group norm, ms per call in a CUDA graph (threshold now {default})")
     for c, h, w in ((64, 64, 64), (64, 32, 32), (64, 150, 280), (64, 75, 140), (128, 38, 70), (256, 19, 35),
                     (256, 30, 56), (512, 15, 28)):
         x = torch.randn(1, c, h, w, device=dev, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-        norm = blocks.AdaGroupNorm(c, 16).to(dev)
+        norm = inference.InferenceAdaGroupNorm(blocks.AdaGroupNorm(c, 16), None, parallel_stats=True).to(dev)
         cond = torch.randn(1, 16, device=dev)
         times = []
         with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
             for min_elements in (2**62, 1):  # native, then parallel
-                blocks.PARALLEL_GN_MIN_GROUP_ELEMENTS = min_elements
-                norm.inference_stats = True
+                inference.PARALLEL_GN_MIN_GROUP_ELEMENTS = min_elements
                 times.append(graphed_ms(partial(norm, x, cond)))
-        blocks.PARALLEL_GN_MIN_GROUP_ELEMENTS = default
+        inference.PARALLEL_GN_MIN_GROUP_ELEMENTS = default
         per_group = c * h * w // blocks.num_groups(c)
         print(f"  {c:4d}x{h:3d}x{w:3d} ({per_group:8d} per group): native {times[0]:.4f}  parallel {times[1]:.4f}")
 
@@ -144,7 +144,7 @@ def main() -> None:
     if mode.cuda_graph:
         parser.error("the profiler cannot see inside a CUDA graph: profile the mode without -graph")
     if mode.compile:
-        os.environ.setdefault("DIAMOND_PLAY_INDUCTOR_MODE", "default")  # no per-call CUDA graphs (see above)
+        mode = with_levers(mode, inductor_mode=mode.inductor_mode or "default")  # no per-call CUDA graphs
     cudnn = torch.backends.cudnn
     print(f"cudnn {cudnn.version()} enabled={cudnn.enabled} benchmark={cudnn.benchmark} "
           f"deterministic={cudnn.deterministic} tf32 conv={cudnn.allow_tf32} "

@@ -19,7 +19,7 @@ from diamond_play.config import ATARI_SAMPLER, WeightsConfig
 from diamond_play.data.collect import collect
 from diamond_play.data.episodes import Dataset
 from diamond_play.data.segments import SegmentSampler
-from diamond_play.engine import predict_low_res
+from diamond_play.imagine import predict_low_res
 from diamond_play.models.agent import Agent
 from diamond_play.models.denoiser import make_randn
 from diamond_play.train.rl import (
@@ -227,3 +227,18 @@ def test_rollout_loss_and_gradients_match_the_papers_algorithm(engine_and_data):
     torch.testing.assert_close(loss.detach(), expected["loss"], atol=1e-6, rtol=1e-5)
     for ours, paper in zip(grads, expected["grads"], strict=True):
         torch.testing.assert_close(ours, paper, atol=1e-6, rtol=1e-4)
+
+
+def test_eval_agent_plays_full_real_games(tmp_path, capsys):
+    weights = save_weights_dir(tiny_agent("atari"), tmp_path / "agent")
+    out = tmp_path / "agent_eval.json"
+    assert main(["eval", str(weights), "--agent", "--episodes", "2", "--seed", "3", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Breakout: return" in printed and "over 2 real games" in printed and "human-normalised" in printed
+    import json
+
+    result = json.loads(out.read_text())
+    assert len(result["returns"]) == 2 and all(n > 10 for n in result["lengths"])  # full games: five lives
+    engine = save_weights_dir(engine_without_actor_critic(), tmp_path / "engine")
+    assert main(["eval", str(engine), "--agent"]) == 2
+    assert "no actor-critic" in capsys.readouterr().err

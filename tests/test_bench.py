@@ -10,10 +10,14 @@ import torch
 from helpers import ONE_LEVEL, tiny_agent
 
 import diamond_play
+from diamond_play.accel.frame_graph import PredrawnNoise
+from diamond_play.accel.inference import fuse_norm_conditioning, is_fused
+from diamond_play.accel.modes import EXECUTION_MODES
 from diamond_play.bench import synthetic_start
 from diamond_play.cli import main
-from diamond_play.engine import EXECUTION_MODES, PredrawnNoise, WorldModelEngine, predict_low_res
+from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
+from diamond_play.imagine import imagine_next_frame, predict_low_res
 from diamond_play.models.denoiser import make_randn
 
 
@@ -44,11 +48,11 @@ def test_bf16_weight_storage_is_bit_identical_to_autocast(conformance_dir):
     engine.step(1)
     assert agent.denoiser.inner_model.conv_in.weight.dtype == torch.bfloat16
     assert engine.agent.rew_end_model.lstm.weight_ih_l0.dtype == torch.float32
-    assert agent.denoiser.inner_model.norm_conditioning_fused  # optimised modes fuse the norm conditioning
-    assert agent.rew_end_model.encoder.norm_conditioning_fused
+    assert is_fused(agent.denoiser.inner_model)  # optimised modes fuse the norm conditioning
+    assert is_fused(agent.rew_end_model.encoder)
 
     ref = diamond_play.load_agent(conformance_dir / "atari" / "agent.pt")
-    ref.denoiser.inner_model.fuse_norm_conditioning()
+    fuse_norm_conditioning(ref.denoiser.inner_model)
     randn = make_randn("cpu", generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = predict_low_res(ref.denoiser, ref.config.sampling.dynamics, obs, act, randn)
@@ -100,13 +104,14 @@ def test_compiled_play_starts_eager_and_switches_when_the_background_compile_is_
     agent = diamond_play.load_agent(atari_weights)
     session = PlaySession(agent, seed=0, mode=EXECUTION_MODES["compiled-bf16-cl"])
     engine = session.engine
-    assert engine.compile_state == "compiling" or engine.compile_state.startswith("compiled in")  # cache: fast
+    status = str(engine.compile_status)
+    assert status == "compiling" or status.startswith("compiled in")  # cache: fast
     engine.reset(session.starts.start_state())
     engine.step(1)  # plays at once, eagerly if the compile is still running
-    assert engine.compile_thread is not None
-    engine.compile_thread.join(timeout=600)
-    assert engine.compile_state.startswith("compiled"), engine.compile_state
-    assert engine.agent.denoiser.fast_denoise is not None
+    assert session.compiler.thread is not None
+    session.compiler.thread.join(timeout=600)
+    assert str(engine.compile_status).startswith("compiled"), engine.compile_status
+    assert engine.networks.dynamics.batch_fn is not engine.agent.denoiser.denoise_batch
     before = engine.obs[0, -1].clone()
     result = engine.step(1)
     assert result.frame.shape == (64, 64, 3) and not torch.equal(engine.obs[0, -1], before)
@@ -118,8 +123,8 @@ def test_headless_compiled_play_compiles_before_the_first_frame_and_replays_exac
     def play() -> list[np.ndarray]:
         session = PlaySession(diamond_play.load_agent(atari_weights), seed=0,
                               mode=EXECUTION_MODES["compiled-bf16-cl"], compile_in_background=False)
-        assert session.engine.compile_state.startswith("compiled in"), session.engine.compile_state
-        assert session.engine.compile_thread is None
+        assert str(session.engine.compile_status).startswith("compiled in"), session.engine.compile_status
+        assert session.compiler.thread is None
         frames = [session.step(a).frame.copy() for a in (1, 2, 3, 0)]
         session.close()
         return frames
@@ -140,10 +145,16 @@ def test_predrawn_noise_gives_the_eager_frame(kind):
     frame, bit for bit (CS:GO quality covers the churn and conditioning-noise draws too)."""
     engine = WorldModelEngine(tiny_agent(kind), seed=0)
     engine.reset(synthetic_start(engine))
-    expected = engine.imagine(make_randn("cpu", generator=torch.Generator().manual_seed(5)))
-    noise = PredrawnNoise.laid_out_by(engine.imagine, torch.device("cpu"))
+
+    def imagine(randn):
+        frame = imagine_next_frame(engine.networks.dynamics, engine.networks.upsampler, engine.sampling, engine.obs,
+                                   engine.act, randn, engine.full_res)
+        return frame.low_res, frame.full_res
+
+    expected = imagine(make_randn("cpu", generator=torch.Generator().manual_seed(5)))
+    noise = PredrawnNoise.laid_out_by(imagine, torch.device("cpu"))
     noise.draw(torch.Generator().manual_seed(5))
-    low_res, full_res = engine.imagine(noise)
+    low_res, full_res = imagine(noise)
     assert torch.equal(low_res, expected[0])
     if kind == "csgo":
         assert torch.equal(full_res, expected[1]) and len(noise.buffers) > 13  # 1 + 10 steps' x, churn, cond noise

@@ -9,9 +9,10 @@ import torch
 from helpers import ONE_LEVEL, tiny_agent
 from torch import nn
 
+from diamond_play.accel.compile_cache import AOTCompiled, CompileCancelled, compile_cache_dir
+from diamond_play.accel.modes import EXECUTION_MODES
 from diamond_play.bench import synthetic_start
-from diamond_play.compile_cache import AOTCompiled, CompileCancelled, compile_cache_dir
-from diamond_play.engine import EXECUTION_MODES, WorldModelEngine
+from diamond_play.engine import WorldModelEngine
 
 
 def denoiser_inputs(den) -> tuple:
@@ -96,7 +97,7 @@ def test_two_stage_engine_compiles_dynamics_and_upsampler_within_tolerance():
     eager.reset(synthetic_start(eager))
     eager.step(synthetic_start(eager).actions[-1])
     compiled = WorldModelEngine(tiny_agent("csgo"), seed=0, mode=EXECUTION_MODES["compiled-bf16-cl"])
-    assert isinstance(compiled.agent.upsampler.fast_denoise, AOTCompiled)
+    assert isinstance(compiled.networks.upsampler.batch_fn, AOTCompiled)
     compiled.reset(synthetic_start(compiled))
     compiled.step(synthetic_start(compiled).actions[-1])
     assert compiled.full_res is not None and eager.full_res is not None

@@ -10,7 +10,7 @@ from conftest import assert_quantised_close
 
 import diamond_play
 from diamond_play.config import SamplerConfig, SamplingConfig, from_dict, read_yaml
-from diamond_play.engine import denoise_fn, imagine_next_frame
+from diamond_play.imagine import denoise_fn, imagine_next_frame
 from diamond_play.models.denoiser import bicubic_upsample, edm_conditioners
 from diamond_play.sampling import sample, sampler_sigmas
 

@@ -7,13 +7,15 @@ import torch
 from helpers import ONE_LEVEL, tiny_agent
 
 import diamond_play
+from diamond_play.accel.compile_cache import AOTCompiled
+from diamond_play.accel.modes import EXECUTION_MODES, with_levers
 from diamond_play.bench import synthetic_start
-from diamond_play.compile_cache import AOTCompiled
-from diamond_play.engine import EXECUTION_MODES, WorldModelEngine
+from diamond_play.engine import WorldModelEngine
+from diamond_play.play.compile import NetworkCompiler
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def frames(agent, mode: str, steps: int = 3) -> list[torch.Tensor]:
-    engine = WorldModelEngine(agent, device="cuda", seed=0, mode=EXECUTION_MODES[mode])
+def frames(agent, mode: str, steps: int = 3, **levers) -> list[torch.Tensor]:
+    engine = WorldModelEngine(agent, device="cuda", seed=0, mode=with_levers(EXECUTION_MODES[mode], **levers))
     engine.reset(synthetic_start(engine))
     out = []
     for _ in range(steps):
@@ -39,23 +41,22 @@ def test_compiled_graph_within_tolerance_of_eager_fp32(conformance_dir):
     assert ((out - ref).abs() <= ONE_LEVEL).float().mean() >= 0.99
 
 
-def test_aot_compiled_frame_graph_within_tolerance_of_eager_fp32(conformance_dir, monkeypatch):
-    """DIAMOND_PLAY_GPU_COMPILER=aoti: AOTInductor packages (cached on disk) captured in the whole-frame graph."""
-    monkeypatch.setenv("DIAMOND_PLAY_GPU_COMPILER", "aoti")
+def test_aot_compiled_frame_graph_within_tolerance_of_eager_fp32(conformance_dir):
+    """gpu_compiler="aoti": AOTInductor packages (cached on disk) captured in the whole-frame graph."""
     load = lambda: diamond_play.load_agent(conformance_dir / "atari" / "agent.pt")  # noqa: E731
     ref = frames(load(), "eager-fp32", steps=1)[0]
-    out = frames(load(), "compiled-graph-bf16-cl", steps=1)[0]
+    out = frames(load(), "compiled-graph-bf16-cl", steps=1, gpu_compiler="aoti")[0]
     assert ((out - ref).abs() <= ONE_LEVEL).float().mean() >= 0.99
 
 
-def test_graph_mode_plays_at_once_and_captures_the_compiled_frame_when_the_background_build_is_done(monkeypatch):
-    monkeypatch.setenv("DIAMOND_PLAY_GPU_COMPILER", "aoti")
-    engine = WorldModelEngine(tiny_agent("csgo"), device="cuda", seed=0,
-                              mode=EXECUTION_MODES["compiled-graph-bf16-cl"], defer_compile=True)
+def test_graph_mode_plays_at_once_and_captures_the_compiled_frame_when_the_background_build_is_done():
+    mode = with_levers(EXECUTION_MODES["compiled-graph-bf16-cl"], gpu_compiler="aoti")
+    engine = WorldModelEngine(tiny_agent("csgo"), device="cuda", seed=0, mode=mode, defer_compile=True)
     reference = WorldModelEngine(tiny_agent("csgo"), device="cuda", seed=0, mode=EXECUTION_MODES["graph-bf16-cl"])
-    assert engine.compile_state == "compiling"
-    engine.compile_in_background()
-    assert engine.compile_thread is None  # waits for the first capture: no GPU work may overlap it
+    assert str(engine.compile_status) == "compiling"
+    compiler = NetworkCompiler(engine)
+    compiler.start()
+    assert compiler.thread is None  # waits for the first capture: no GPU work may overlap it
 
     def step_both() -> float:
         for e in (engine, reference):
@@ -65,10 +66,10 @@ def test_graph_mode_plays_at_once_and_captures_the_compiled_frame_when_the_backg
     for e in (engine, reference):
         e.reset(synthetic_start(e))
     assert step_both() >= 0.99  # the eager frame graph, captured at once
-    assert engine.compile_thread is not None and engine.frame_graph.networks_version == 0
-    engine.compile_thread.join(timeout=600)
-    assert engine.compile_state.startswith("compiled"), engine.compile_state
-    assert isinstance(engine.agent.upsampler.fast_denoise, AOTCompiled)
+    assert compiler.thread is not None and engine.frame.captures == 1
+    compiler.thread.join(timeout=600)
+    assert str(engine.compile_status).startswith("compiled"), engine.compile_status
+    assert engine.networks.upsampler is not None and isinstance(engine.networks.upsampler.batch_fn, AOTCompiled)
     assert step_both() >= 0.99  # captured again, around the compiled networks
-    assert engine.frame_graph.networks_version == engine.networks_version == 1
-    engine.close()
+    assert engine.frame.captures == 2
+    compiler.close()

@@ -6,10 +6,11 @@ import pytest
 import torch
 from helpers import tiny_agent
 
+from diamond_play.accel import inference
+from diamond_play.accel.inference import OneStepRewEnd, fuse_norm_conditioning, use_parallel_group_norm
 from diamond_play.config import WeightsConfig, atari_agent_config, csgo_agent_config
-from diamond_play.models import blocks
 from diamond_play.models.agent import Agent
-from diamond_play.models.blocks import AdaGroupNorm, GroupNorm, use_inference_group_norm
+from diamond_play.models.blocks import AdaGroupNorm, GroupNorm
 from diamond_play.models.denoiser import edm_conditioners, quantize_to_uint8_levels
 
 
@@ -138,7 +139,7 @@ def test_fused_norm_conditioning_matches_per_norm_linears(kind):
     keys = set(agent.state_dict())
     with torch.no_grad():
         expected = inner(x, c_noise, c_noise_cond, obs, act)
-        inner.fuse_norm_conditioning()
+        fuse_norm_conditioning(inner)
         fused = inner(x, c_noise, c_noise_cond, obs, act)
     assert set(agent.state_dict()) == keys
     assert expected.abs().max() > 0.01 and torch.allclose(fused, expected, atol=1e-5, rtol=1e-4)
@@ -148,20 +149,21 @@ def test_fused_norm_conditioning_matches_per_norm_linears(kind):
 def test_inference_group_norm_matches_native_group_norm(channels_last, monkeypatch):
     """The GPU inference path's GroupNorm (per-channel statistics combined into groups, applied as one affine)
     gives the native norms' outputs, for plain and adaptive norms, any batch, either memory layout."""
-    monkeypatch.setattr(blocks, "PARALLEL_GN_MIN_GROUP_ELEMENTS", 1)  # small maps take the parallel path too
+    monkeypatch.setattr(inference, "PARALLEL_GN_MIN_GROUP_ELEMENTS", 1)  # small maps take the parallel path too
     torch.manual_seed(0)
     x = torch.randn(3, 64, 9, 14) * torch.linspace(0.5, 4, 64)[:, None, None] + torch.linspace(-3, 5, 64)[:, None, None]
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    plain, ada = GroupNorm(64), AdaGroupNorm(64, 16)
-    torch.nn.init.normal_(plain.norm.weight)
-    torch.nn.init.normal_(plain.norm.bias)
+    plain, ada = torch.nn.Sequential(GroupNorm(64)), torch.nn.ModuleList([AdaGroupNorm(64, 16)])
+    torch.nn.init.normal_(plain[0].norm.weight)
+    torch.nn.init.normal_(plain[0].norm.bias)
     cond = torch.randn(3, 16)
     with torch.no_grad():
-        expected = plain(x), ada(x, cond)
-        use_inference_group_norm(plain)
-        use_inference_group_norm(ada)
-        got = plain(x), ada(x, cond)
+        expected = plain(x), ada[0](x, cond)
+        use_parallel_group_norm(plain)
+        use_parallel_group_norm(ada)
+        assert type(plain[0]) is inference.ParallelStatsGroupNorm and ada[0].parallel_stats
+        got = plain(x), ada[0](x, cond)
     for e, g in zip(expected, got, strict=True):
         assert e.abs().max() > 0.5 and torch.allclose(g, e, atol=2e-5, rtol=1e-5)
 
@@ -175,26 +177,22 @@ def test_rew_end_one_step_inference_matches_the_sequence_model():
     keys = set(model.state_dict())
     with torch.no_grad():
         rew, end, state = model.predict_rew_end(obs[:, :-1], act, obs[:, 1:])
-        with pytest.raises(RuntimeError, match="fuse_lstm_step"):
-            model.predict_rew_end_one_step(obs[:, :1], act[:, :1], obs[:, 1:2])
-        model.encoder.fuse_norm_conditioning()
-        model.fuse_lstm_step()
+        fuse_norm_conditioning(model.encoder)
+        one_step = OneStepRewEnd(model)
         step_state = None
         for t in range(5):
-            r, e, step_state = model.predict_rew_end_one_step(obs[:, t:t + 1], act[:, t:t + 1], obs[:, t + 1:t + 2],
-                                                              step_state)
+            r, e, step_state = one_step(obs[:, t:t + 1], act[:, t:t + 1], obs[:, t + 1:t + 2], step_state)
             assert torch.allclose(r, rew[:, t:t + 1], atol=1e-5) and torch.allclose(e, end[:, t:t + 1], atol=1e-5)
     assert rew.abs().max() > 0.01
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state, step_state, strict=True))
     assert set(model.state_dict()) == keys
     with pytest.raises(ValueError, match="one time step"):
-        model.predict_rew_end_one_step(obs[:, :2], act[:, :2], obs[:, 1:3])
-    model.fuse_lstm_step(torch.bfloat16)
+        one_step(obs[:, :2], act[:, :2], obs[:, 1:3])
+    one_step = OneStepRewEnd(model, torch.bfloat16)
     with torch.no_grad():
         step_state = None
         for t in range(5):
-            r, e, step_state = model.predict_rew_end_one_step(obs[:, t:t + 1], act[:, t:t + 1], obs[:, t + 1:t + 2],
-                                                              step_state)
+            r, e, step_state = one_step(obs[:, t:t + 1], act[:, t:t + 1], obs[:, t + 1:t + 2], step_state)
     assert step_state[0].dtype == torch.float32 and step_state[1].dtype == torch.float32
     assert torch.allclose(r, rew[:, -1:], atol=2e-2) and torch.allclose(e, end[:, -1:], atol=2e-2)
     assert all(torch.allclose(a, b, atol=2e-2) for a, b in zip(state, step_state, strict=True))

@@ -224,7 +224,7 @@ def test_missing_default_weights_say_how_to_get_them(tmp_path, monkeypatch, caps
 
 def test_world_model_env_in_a_compiled_mode_compiles_first_and_replays_a_seed_exactly(atari_weights):
     env = diamond_play.make_env("Breakout", weights=atari_weights, mode="compiled-bf16-cl")
-    assert env.engine.compile_state.startswith("compiled in"), env.engine.compile_state
+    assert str(env.engine.compile_status).startswith("compiled in"), env.engine.compile_status
 
     def episode() -> list[np.ndarray]:
         obs, _ = env.reset(seed=7)

@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_agent
 
 from diamond_play.config import SamplerConfig, SamplingConfig, csgo_sampling
-from diamond_play.engine import denoise_fn, imagine_next_frame
+from diamond_play.imagine import denoise_fn, imagine_next_frame
 from diamond_play.models.denoiser import make_randn
 from diamond_play.sampling import churn_gamma, karras_sigmas, sample
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from diamond_play.data.episodes import Dataset, Episode
+from diamond_play.frames import frames_to_tensor
 
 RECENCY_WEIGHTS = (0.1, 0.1, 0.1, 0.7)  # four chunks of episode indices, the newest sampled most
 
@@ -31,11 +32,6 @@ class Batch:
     def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
         return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory()
                         for f in fields(self)})
-
-
-def uint8_to_float(frames: np.ndarray) -> Tensor:
-    """(..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-1, 1]."""
-    return torch.from_numpy(frames).movedim(-1, -3).float().div(255).mul(2).sub(1)
 
 
 class SegmentSampler:
@@ -114,12 +110,12 @@ class SegmentSampler:
                 # observation of the terminal transition, which the reward/termination model learns from.
                 frames[i, len(ep) - start] = ep.final_frame
                 filled[i, len(ep) - start] = True
-        obs = uint8_to_float(frames)
+        obs = frames_to_tensor(frames)
         empty = torch.from_numpy(~filled)
         obs[empty] = 0  # padding is 0 in [-1, 1] (mid-grey), as the official sampler pads float tensors
         full_res = None
         if full is not None:
-            full_res = uint8_to_float(full)
+            full_res = frames_to_tensor(full)
             full_res[empty] = 0
         return Batch(obs=obs, act=torch.from_numpy(act), rew=torch.from_numpy(rew),
                      end=torch.from_numpy(end), trunc=torch.from_numpy(trunc), mask_padding=torch.from_numpy(mask),

@@ -13,12 +13,6 @@ from torch import Tensor, nn
 
 GROUP_SIZE = 32  # GroupNorm uses max(1, C // 32) groups
 GN_EPS = 1e-5
-# Inference on GPUs: reductions of at least this many elements per (sample, group) take the parallel-statistics
-# path (`group_norm_as_channel_affine`); smaller ones keep the native kernel, whose one block per group is quick
-# enough there while the parallel path's dozen tiny kernels are not (H100: the Atari 64x64 frame graph took 8.2 ms
-# native and 10.4 ms with every norm on the parallel path; CS:GO quality 148 -> 76 ms with the top two upsampler
-# levels, 1.3M and 336k elements per group, parallel).
-PARALLEL_GN_MIN_GROUP_ELEMENTS = 2**18
 ATTN_HEAD_DIM = 8
 
 
@@ -48,46 +42,15 @@ class FourierFeatures(nn.Module):
         return torch.cat([f.cos(), f.sin()], dim=-1)
 
 
-def group_norm_as_channel_affine(
-    x: Tensor, groups: int, eps: float, weight: Tensor | None = None, bias: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """GroupNorm (then its optional affine) as one per-sample, per-channel `x * a + b`, statistics in fp32.
-
-    Same maths as `F.group_norm`, computed for speed at batch 1: with C // 32 groups a 64-channel map has two
-    groups, and the native CUDA kernel reduces each (sample, group) in one thread block, which leaves an H100
-    almost idle (about 150 µs per norm at 280x150). Per-channel `var_mean` spreads the reduction over the whole
-    card and reads channels-last maps in place; the law of total variance combines channels into groups."""
-    n, c = x.shape[:2]
-    var_c, mean_c = torch.var_mean(x.float(), dim=(2, 3), correction=0)  # (N, C) each
-    var_c, mean_c = var_c.view(n, groups, c // groups), mean_c.view(n, groups, c // groups)
-    mean_g = mean_c.mean(dim=2, keepdim=True)
-    var_g = var_c.mean(dim=2, keepdim=True) + (mean_c - mean_g).square().mean(dim=2, keepdim=True)
-    scale = torch.rsqrt(var_g + eps).expand(n, groups, c // groups).reshape(n, c)
-    shift = -mean_g.expand(n, groups, c // groups).reshape(n, c) * scale
-    if weight is not None:
-        scale, shift = scale * weight.float(), shift * weight.float()
-    if bias is not None:
-        shift = shift + bias.float()
-    return scale[:, :, None, None], shift[:, :, None, None]
-
-
-def parallel_group_norm_pays(x: Tensor, groups: int) -> bool:
-    return x[0].numel() // groups >= PARALLEL_GN_MIN_GROUP_ELEMENTS
-
-
 class GroupNorm(nn.Module):
     """Affine GroupNorm kept as a submodule named `norm` (official key layout)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(num_groups(channels), channels, eps=GN_EPS)
-        self.inference_stats = False  # set by `use_inference_group_norm`
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.inference_stats and parallel_group_norm_pays(x, self.norm.num_groups)):
-            return self.norm(x)
-        scale, shift = group_norm_as_channel_affine(x, self.norm.num_groups, GN_EPS, self.norm.weight, self.norm.bias)
-        return torch.addcmul(shift, x, scale)
+        return self.norm(x)
 
 
 class AdaGroupNorm(nn.Module):
@@ -97,72 +60,24 @@ class AdaGroupNorm(nn.Module):
         super().__init__()
         self.channels = channels
         self.linear = nn.Linear(cond_channels, 2 * channels)
-        # Set by `fuse_norm_conditioning`: `cond` then holds every norm's precomputed linear(cond) side by side.
-        self.fused_columns: slice | None = None
-        self.inference_stats = False  # set by `use_inference_group_norm`
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        params = self.linear(cond) if self.fused_columns is None else cond[:, self.fused_columns]
-        scale, shift = params[:, :, None, None].chunk(2, dim=1)
-        if not (self.inference_stats and parallel_group_norm_pays(x, num_groups(self.channels))):
-            x = F.group_norm(x, num_groups(self.channels), eps=GN_EPS)
-            return x * (1 + scale) + shift
-        # Normalise and modulate in one pass: (x * a + b) * (1 + scale) + shift.
-        a, b = group_norm_as_channel_affine(x, num_groups(self.channels), GN_EPS)
-        gain = 1 + scale
-        return torch.addcmul(b * gain + shift, x, a * gain)
+        scale, shift = self.linear(cond)[:, :, None, None].chunk(2, dim=1)
+        return F.group_norm(x, num_groups(self.channels), eps=GN_EPS) * (1 + scale) + shift
 
 
 class NormConditioned(nn.Module):
-    """A network whose ResBlocks all take the same conditioning vector. For inference with frozen weights,
-    `fuse_norm_conditioning()` makes `norm_cond(cond)` compute every adaptive norm's scale/shift in one matmul
-    (dozens of small matmuls, each re-reading its weights, become one). The fused weights are non-persistent
-    buffers: state dicts are unchanged, while `.to()` and tracing (torch.export) see them."""
-
-    norm_conditioning_weight: Tensor | None
-    norm_conditioning_bias: Tensor | None
+    """A network whose ResBlocks all take the same conditioning vector, passed through `norm_conditioning`: the
+    identity here (each AdaGroupNorm projects the vector itself), one matmul for all the norms at inference
+    (`accel.inference.fuse_norm_conditioning` swaps it in). No parameters: state dicts are unchanged."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("norm_conditioning_weight", None, persistent=False)
-        self.register_buffer("norm_conditioning_bias", None, persistent=False)
-
-    @property
-    def norm_conditioning_fused(self) -> bool:
-        return self.norm_conditioning_weight is not None
-
-    def fuse_norm_conditioning(self) -> None:
-        self.norm_conditioning_weight, self.norm_conditioning_bias = fuse_norm_conditioning(self)
+        self.norm_conditioning: nn.Module = nn.Identity()
 
     def norm_cond(self, cond: Tensor) -> Tensor:
         """What the ResBlocks get as `cond`."""
-        if self.norm_conditioning_weight is None:
-            return cond
-        return F.linear(cond, self.norm_conditioning_weight, self.norm_conditioning_bias)
-
-
-def use_inference_group_norm(model: nn.Module) -> None:
-    """Let every GroupNorm in `model` use `group_norm_as_channel_affine` on maps large enough for it to pay
-    (inference only: not meant for training, where the native kernel's backward is the tested one)."""
-    for m in model.modules():
-        if isinstance(m, (GroupNorm, AdaGroupNorm)):
-            m.inference_stats = True
-
-
-def fuse_norm_conditioning(model: nn.Module) -> tuple[Tensor, Tensor]:
-    """Weight and bias of one linear layer computing the scale/shift of every AdaGroupNorm in `model` at once;
-    apply it to the conditioning vector and pass its output where `cond` went. Same maths; the weights are
-    copied, not moved."""
-    norms = [m for m in model.modules() if isinstance(m, AdaGroupNorm)]
-    if not norms:
-        raise ValueError("the model has no adaptive group norms to fuse")
-    weight = torch.cat([n.linear.weight.detach() for n in norms])
-    bias = torch.cat([n.linear.bias.detach() for n in norms])
-    start = 0
-    for n in norms:
-        n.fused_columns = slice(start, start + 2 * n.channels)
-        start += 2 * n.channels
-    return weight, bias
+        return self.norm_conditioning(cond)
 
 
 class SelfAttention2d(nn.Module):

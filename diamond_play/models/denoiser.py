@@ -153,10 +153,6 @@ class Denoiser(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inner_model = InnerModel(cfg.inner_model)
-        # An optimised callable standing in for `denoise_batch` at inference (e.g. torch.compile'd, so the
-        # preconditioning and the output rounding fuse into the network's graph); kept outside the module tree so
-        # state dicts and parameters are unchanged.
-        object.__setattr__(self, "fast_denoise", None)
 
     @property
     def is_upsampler(self) -> bool:
@@ -191,13 +187,12 @@ class Denoiser(nn.Module):
         sigma = as_batch_sigma(sigma, b, noisy_next_obs)
         if sigma_cond is not None:
             sigma_cond = as_batch_sigma(sigma_cond, b, noisy_next_obs)
-        fast = self.fast_denoise if self.fast_denoise is not None and not self.training else None
-        return (fast or self.denoise_batch)(noisy_next_obs, sigma, obs, act, sigma_cond)
+        return self.denoise_batch(noisy_next_obs, sigma, obs, act, sigma_cond)
 
     def denoise_batch(self, noisy_next_obs: Tensor, sigma: Tensor, obs: Tensor, act: Tensor | None,
                       sigma_cond: Tensor | None) -> Tensor:
         """`denoise` with sigma (and sigma_cond) already per sample (B,): the maths, what compiled modes compile.
-        Sigma is a tensor input, so every sampler step reuses one compiled graph."""
+        Sigma is a tensor input, so every sampler step reuses one compiled graph (`accel.networks`)."""
         cs = self.conditioners(sigma, sigma_cond)
         out = self.model_output(noisy_next_obs, obs, act, cs)
         return quantize_to_uint8_levels(self.denoised_raw(noisy_next_obs, out, cs))

@@ -53,9 +53,6 @@ class RewEndModel(nn.Module):
             nn.Linear(cfg.lstm_dim, NUM_REWARD_CLASSES + NUM_END_CLASSES, bias=False),
         )
         init_lstm(self.lstm)
-        # see fuse_lstm_step: non-persistent buffers, outside the state dict but seen by `.to()` and tracing
-        self.register_buffer("lstm_step_weight", None, persistent=False)
-        self.register_buffer("lstm_step_bias", None, persistent=False)
 
     def predict_rew_end(self, obs: Tensor, act: Tensor, next_obs: Tensor,
                         hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
@@ -63,35 +60,6 @@ class RewEndModel(nn.Module):
         -1/0/+1, end logits (B, T, 2), and the LSTM state (h, c), each (1, B, lstm_dim)."""
         x, hx_cx = self.lstm(self.encode(obs, act, next_obs), hx_cx)
         return *self.rew_end_logits(x), hx_cx
-
-    def fuse_lstm_step(self, dtype: torch.dtype = torch.float32) -> None:
-        """Inference with frozen weights: keep the LSTM's input and hidden weights as one (4H, F + H) matrix in
-        `dtype` (bf16 in bf16 modes: the 5M-weight LSTM is most of the per-frame memory traffic) for
-        `predict_rew_end_one_step`. Non-persistent buffers, so state dicts are unchanged."""
-        lstm = self.lstm
-        self.lstm_step_weight = torch.cat((lstm.weight_ih_l0, lstm.weight_hh_l0), dim=1).detach().to(dtype)
-        self.lstm_step_bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().float()
-
-    def predict_rew_end_one_step(self, obs: Tensor, act: Tensor, next_obs: Tensor,
-                                 hx_cx: HiddenState | None = None) -> tuple[Tensor, Tensor, HiddenState]:
-        """`predict_rew_end` for one time step (T = 1) at inference, the play engine's per-frame call (after
-        `fuse_lstm_step`): the LSTM as one matmul over [input, h] and fp32 gate maths, several times faster than
-        the sequence kernel for one step; same maths up to float rounding."""
-        if obs.shape[1] != 1:
-            raise ValueError(f"predict_rew_end_one_step takes one time step, got {obs.shape[1]}")
-        weight, bias = self.lstm_step_weight, self.lstm_step_bias
-        if weight is None or bias is None:
-            raise RuntimeError("call fuse_lstm_step() before predict_rew_end_one_step()")
-        x = self.encode(obs, act, next_obs)[:, 0]
-        if hx_cx is None:
-            zeros = x.new_zeros(1, len(x), self.lstm.hidden_size, dtype=torch.float32)
-            hx_cx = (zeros, zeros)
-        hx, cx = hx_cx[0][0], hx_cx[1][0]
-        gates = F.linear(torch.cat((x.to(weight.dtype), hx.to(weight.dtype)), dim=1), weight).float() + bias
-        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # nn.LSTM's gate order
-        cx = forget_gate.sigmoid() * cx.float() + in_gate.sigmoid() * cell_gate.tanh()
-        hx = out_gate.sigmoid() * cx.tanh()
-        return *self.rew_end_logits(hx[:, None]), (hx[None], cx[None])
 
     def encode(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
         """(B, T) transitions -> encoder features (B, T, F), the LSTM's input."""

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pygame
 
-from diamond_play.engine import Cancelled
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
+from diamond_play.imagine import Cancelled
 from diamond_play.play.controls import AtariControls, CSGOControls, KeymapControls, default_keymap
 from diamond_play.play.display import init_window_display, init_windowless_display
 from diamond_play.play.session import Outcome, PlaySession
@@ -180,7 +180,7 @@ class AppState:
                                              f"{Path(self.opts.actions).name} actions")
         lines = [f"{e.config.game}  {self.view}  {mode}{'  PAUSED' if self.paused else ''}",
                  f"fps {self.shown_fps():.1f}  model {last.latency_s * 1000 if last else 0:.0f} ms",
-                 f"step {e.steps}/{e.horizon}  {e.mode.name}" + (f" ({e.compile_state})" if e.mode.compile else "")]
+                 f"step {e.steps}/{e.horizon}  {e.mode.name}" + (f" ({e.compile_status})" if e.mode.compile else "")]
         if last is not None:
             lines.append(f"action {action_label(s, last.action)}")
             if last.reward is not None:

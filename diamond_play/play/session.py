@@ -8,11 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diamond_play.accel.modes import ExecutionMode
 from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
 from diamond_play.data.spawns import load_spawns
-from diamond_play.engine import AtariStarts, ExecutionMode, SpawnStarts, WorldModelEngine, tensor_to_frame
+from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
+from diamond_play.frames import tensor_to_frames
 from diamond_play.models.agent import Agent
+from diamond_play.play.compile import NetworkCompiler
+from diamond_play.starts import AtariStarts, SpawnStarts
 
 
 @dataclass
@@ -94,11 +98,11 @@ class PlaySession:
         self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
                                        horizon=horizon or default_horizon, mode=mode,
                                        defer_compile=mode is not None and mode.compile)
-        if self.engine.compile_state == "compiling":
-            if compile_in_background:
-                self.engine.compile_in_background()
-            else:
-                self.engine.compile_networks()
+        self.compiler = NetworkCompiler(self.engine)
+        if compile_in_background:
+            self.compiler.start()
+        else:
+            self.compiler.run()
         self.rng = np.random.default_rng(seed)
         if cfg.kind == "atari":
             self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
@@ -148,7 +152,7 @@ class PlaySession:
 
     def step(self, action) -> Outcome:
         if self.recorder is not None:  # copy now: the engine shifts its buffers in place
-            low_res_before = tensor_to_frame(self.engine.obs[0, -1])
+            low_res_before = tensor_to_frames(self.engine.obs[0, -1])
             full_before = self.engine.current_frame() if self.engine.full_res is not None else None
         result = self.engine.step(action)
         real = self.starts.step(int(action)) if isinstance(self.starts, AtariStarts) else None
@@ -163,13 +167,13 @@ class PlaySession:
             outcome.reset_by = "horizon" if result.truncated and not result.end else "end"
             self.reseeds[outcome.reset_by] += 1
             if self.recorder is not None:
-                self.recorder.flush(truncated=not result.end, final_frame=tensor_to_frame(self.engine.obs[0, -1]))
+                self.recorder.flush(truncated=not result.end, final_frame=tensor_to_frames(self.engine.obs[0, -1]))
             outcome.reset = True
             self.reset()
         return outcome
 
     def close(self) -> None:
-        self.engine.close()
+        self.compiler.close()
         if self.recorder is not None:
             self.recorder.flush()
         self.starts.close()

@@ -31,9 +31,9 @@ from diamond_play.config import ActorCriticConfig, WeightsConfig, dump_yaml, fro
 from diamond_play.data.collect import BREAKOUT_BALL_X, BREAKOUT_BALL_Y, BREAKOUT_PADDLE_X, BreakoutTracker
 from diamond_play.data.episodes import Dataset, write_text_atomically
 from diamond_play.data.segments import SegmentSampler
-from diamond_play.engine import frames_to_tensor
 from diamond_play.envs.atari import ATARI_100K_GAMES, AtariEnv, ale_games, human_normalized_score
 from diamond_play.errors import UserError
+from diamond_play.frames import frames_to_tensor
 from diamond_play.models.actor_critic import ActorCritic
 from diamond_play.models.agent import Agent
 from diamond_play.threads import use_threads

@@ -41,7 +41,6 @@ from diamond_play.config import (
 )
 from diamond_play.data.episodes import Dataset, DatasetInfo, Episode, EpisodeBuilder, write_text_atomically
 from diamond_play.data.segments import SegmentSampler
-from diamond_play.engine import frames_to_tensor
 from diamond_play.envs.atari import (
     ATARI_100K_GAMES,
     AtariEnv,
@@ -51,6 +50,7 @@ from diamond_play.envs.atari import (
     reference_scores,
 )
 from diamond_play.errors import UserError
+from diamond_play.frames import frames_to_tensor
 from diamond_play.models.agent import Agent
 from diamond_play.threads import use_threads
 from diamond_play.train.core import (

@@ -20,7 +20,7 @@ from torch.distributions import Categorical
 
 from diamond_play.config import SamplerConfig
 from diamond_play.data.segments import SegmentSampler
-from diamond_play.engine import predict_low_res
+from diamond_play.imagine import predict_low_res
 from diamond_play.models.agent import Agent
 from diamond_play.models.denoiser import make_randn
 

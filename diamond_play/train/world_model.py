@@ -62,7 +62,8 @@ def batches(sampler: SegmentSampler, device: torch.device):
 @torch.no_grad()
 def sample_strip(agent: Agent, sampler: SegmentSampler, device: torch.device, seed: int) -> np.ndarray:
     """Real next frames (top row) vs the world model's one-step predictions (bottom row), as uint8 HWC."""
-    from diamond_play.engine import predict_low_res
+    from diamond_play.frames import real_above_imagined
+    from diamond_play.imagine import predict_low_res
     from diamond_play.models.denoiser import make_randn
 
     agent.eval()
@@ -72,9 +73,6 @@ def sample_strip(agent: Agent, sampler: SegmentSampler, device: torch.device, se
     pred = predict_low_res(agent.denoiser, agent.config.sampling.dynamics, obs, batch.act[:, :n],
                            make_randn(device, generator=torch.Generator(device).manual_seed(seed)))
     real = batch.obs[:, n]
-    top = torch.cat(list(real[:8]), dim=-1)
-    bottom = torch.cat(list(pred[:8]), dim=-1)
-    img = torch.cat([top, bottom], dim=-2).clamp(-1, 1).add(1).mul(127.5).byte()
-    return img.permute(1, 2, 0).cpu().numpy()
+    return real_above_imagined(list(real[:8]), list(pred[:8]))
 
 

@@ -7,16 +7,16 @@ eager play beside it fell below 1 fps. Here the same inductor kernels are built 
 (`torch.export` + `aoti_compile_and_package`) into a `.pt2` package, keyed by everything that decides them, and
 loaded from disk afterwards.
 
-CPU builds freeze the weights into the kernels; GPU builds (opt-in, `DIAMOND_PLAY_GPU_COMPILER=aoti`) keep
+CPU builds freeze the weights into the kernels; GPU builds (opt-in, the execution mode's `gpu_compiler="aoti"`) keep
 torch.compile's GPU settings and are loaded single-threaded, so that a whole-frame CUDA graph can capture them.
 
 The key covers the torch version and the device (CPU capability, or GPU name, compute capability and CUDA
-version), the model code (`models/`, `config.py`), the model's config,
+version), the model code (`models/`, `config.py`, the inference rewrites in `accel/inference.py`), the model's config,
 the weights' bytes (freezing bakes them in), the autocast state of the first call and the shapes, strides and
 dtypes of its inputs. A call with another input layout builds (or loads) its own package.
 
 The export (seconds) runs in the calling process; inductor's code generation and C++ compilation (a minute or
-more) run in a child process (`python -m diamond_play.compile_cache PROGRAM PACKAGE`), so a build in the
+more) run in a child process (`python -m diamond_play.accel.compile_cache PROGRAM PACKAGE`), so a build in the
 background leaves the player's thread its share of the GIL and can be cancelled when play ends.
 """
 
@@ -43,7 +43,7 @@ from torch.utils._pytree import tree_flatten
 
 from diamond_play.weights.hub import diamond_play_home
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # diamond_play/
 # Least recently used packages beyond this total are deleted (each holds its weights: about 10 MB for an Atari
 # engine, hundreds of MB for CS:GO's); the newest always stays.
 CACHE_BYTES = int(float(os.environ.get("DIAMOND_PLAY_COMPILE_CACHE_GB", "4")) * 2**30)
@@ -58,7 +58,8 @@ def compile_cache_dir() -> Path:
 def _code_digest() -> str:
     """The model code's sources (read once: they do not change under a running process)."""
     digest = hashlib.sha256()
-    for path in sorted((PACKAGE_DIR / "models").glob("*.py")) + [PACKAGE_DIR / "config.py", Path(__file__)]:
+    sources = [PACKAGE_DIR / "config.py", PACKAGE_DIR / "accel" / "inference.py", Path(__file__)]
+    for path in sorted((PACKAGE_DIR / "models").glob("*.py")) + sources:
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
 
@@ -225,7 +226,7 @@ class AOTCompiled:
                 if self._cancelled:
                     raise CompileCancelled("compilation cancelled")
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "diamond_play.compile_cache", str(program_file), str(package_file),
+                    [sys.executable, "-m", "diamond_play.accel.compile_cache", str(program_file), str(package_file),
                      device_type],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             _, err = self._process.communicate()
@@ -252,5 +253,5 @@ def compile_exported_program(program_file: Path, package_file: Path, device_type
 
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
-        sys.exit("usage: python -m diamond_play.compile_cache PROGRAM.pt2 PACKAGE.pt2 [cpu|cuda]")
+        sys.exit("usage: python -m diamond_play.accel.compile_cache PROGRAM.pt2 PACKAGE.pt2 [cpu|cuda]")
     compile_exported_program(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:])

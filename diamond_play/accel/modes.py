@@ -1,0 +1,107 @@
+"""Execution modes: how the world-model networks run (eager fp32 is the reference; the others trade exactness,
+within the tolerance the README documents, for speed) and which mode each device gets by default.
+
+Benchmarking levers that used to be environment variables are fields of the mode; the variables still set their
+defaults, read here and nowhere else: DIAMOND_PLAY_GPU_COMPILER (torch.compile | aoti),
+DIAMOND_PLAY_INDUCTOR_MODE (a torch.compile mode) and DIAMOND_PLAY_CUDNN_BENCHMARK (1: autotuned convolutions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from diamond_play.errors import UserError
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+@dataclass(frozen=True)
+class ExecutionMode:
+    """One way of running the networks; the named modes are in `EXECUTION_MODES`."""
+
+    name: str = "eager-fp32"
+    bf16: bool = False
+    """bf16 autocast (CPUs with AVX-512 bf16 / AMX, and GPUs), with convolution and linear weights stored in bf16."""
+    channels_last: bool = False
+    """NHWC memory layout for the convolutions."""
+    compile: bool = False
+    """Inductor kernels for the networks (CPU: AOTInductor with frozen weights, cached on disk)."""
+    inference_kernels: bool = False
+    """Inference-only rewrites of the reference modules: one matmul for all the adaptive norms' scales/shifts per
+    network call; GroupNorm as a per-channel affine from parallel statistics (GPUs); the reward/termination LSTM as
+    a single-step cell."""
+    cuda_graph: bool = False
+    """GPUs only: the whole frame (every dynamics and upsampler step) captured as one CUDA graph and replayed with
+    one launch per frame, its noise drawn beforehand into fixed buffers (`accel.frame_graph`)."""
+    gpu_compiler: str = field(default_factory=lambda: _env("DIAMOND_PLAY_GPU_COMPILER", "torch.compile"))
+    """GPU compiled modes: torch.compile in the playing process, or aoti (AOTInductor packages cached on disk, as
+    on CPUs). CPUs always use AOTInductor."""
+    inductor_mode: str = field(default_factory=lambda: _env("DIAMOND_PLAY_INDUCTOR_MODE", ""))
+    """torch.compile mode on GPUs (e.g. max-autotune-no-cudagraphs); empty: reduce-overhead, or the default mode
+    inside a whole-frame CUDA graph."""
+    cudnn_benchmark: bool = field(default_factory=lambda: _env("DIAMOND_PLAY_CUDNN_BENCHMARK", "0") == "1")
+    """GPUs: let cuDNN autotune the convolution algorithms for the fixed play shapes."""
+
+    def compiles_ahead_of_time(self, device: torch.device) -> bool:
+        """Whether compiled networks are AOTInductor packages built in a child process (which a quit can stop)
+        rather than torch.compile in this process."""
+        return device.type == "cpu" or self.gpu_compiler == "aoti"
+
+
+EXECUTION_MODES = {
+    m.name: m for m in (
+        ExecutionMode("eager-fp32"),
+        ExecutionMode("eager-bf16", bf16=True, inference_kernels=True),
+        ExecutionMode("eager-bf16-cl", bf16=True, channels_last=True, inference_kernels=True),
+        ExecutionMode("compiled-fp32", compile=True, inference_kernels=True),
+        ExecutionMode("compiled-bf16-cl", bf16=True, channels_last=True, compile=True, inference_kernels=True),
+        ExecutionMode("graph-bf16-cl", bf16=True, channels_last=True, inference_kernels=True, cuda_graph=True),
+        ExecutionMode("compiled-graph-bf16-cl", bf16=True, channels_last=True, compile=True, inference_kernels=True,
+                      cuda_graph=True),
+    )
+}
+
+
+def with_levers(mode: ExecutionMode, **levers: object) -> ExecutionMode:
+    """`mode` with some lever fields changed (gpu_compiler, inductor_mode, cudnn_benchmark)."""
+    return dataclasses.replace(mode, **levers)  # type: ignore[arg-type]
+
+
+def available_execution_modes(device: torch.device) -> list[str]:
+    """The modes that run on `device` (CUDA-graph modes need a GPU)."""
+    return [name for name, m in EXECUTION_MODES.items() if device.type == "cuda" or not m.cuda_graph]
+
+
+def check_execution_mode(mode: ExecutionMode, device: torch.device) -> None:
+    if mode.cuda_graph and device.type != "cuda":
+        raise UserError(f"mode {mode.name} captures CUDA graphs and needs a GPU: on {device.type} use one of "
+                        f"{', '.join(available_execution_modes(device))}")
+
+
+def default_execution_mode(device: torch.device, interactive: bool = False) -> ExecutionMode:
+    """bf16 + channels_last where the hardware runs bf16 natively; eager fp32 elsewhere. On bf16 GPUs the whole
+    frame is also replayed as one CUDA graph (eager play there is bound by kernel launches, and a capture takes
+    seconds, not a compile's minute). On bf16 CPUs, `interactive` play (a window) takes the compiled mode: it
+    starts eagerly, compiles in the background (once; later starts load the cached compile in seconds) and runs
+    faster after. Not for headless runs: the switch point depends on timing, so a seed would no longer reproduce
+    them exactly. The README's performance section has the figures."""
+    if device.type == "cuda":
+        return EXECUTION_MODES["graph-bf16-cl"] if torch.cuda.is_bf16_supported() else EXECUTION_MODES["eager-fp32"]
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return EXECUTION_MODES["compiled-bf16-cl" if interactive else "eager-bf16-cl"]
+    return EXECUTION_MODES["eager-fp32"]
+
+
+def execution_mode_named(name: str, device: torch.device, interactive: bool = False) -> ExecutionMode:
+    """A mode by name, or "auto" for `default_execution_mode`."""
+    if name == "auto":
+        return default_execution_mode(device, interactive)
+    if name not in EXECUTION_MODES:
+        raise UserError(f"unknown mode {name!r}: use auto or one of {', '.join(EXECUTION_MODES)}")
+    return EXECUTION_MODES[name]
