@@ -229,6 +229,27 @@ def test_rollout_loss_and_gradients_match_the_papers_algorithm(engine_and_data):
         torch.testing.assert_close(ours, paper, atol=1e-6, rtol=1e-4)
 
 
+def test_agent_play_collection_and_end_probe_on_real_breakout(engine_and_data, tmp_path, capsys):
+    """The tools of the engine's second stage: real play by an agent appended to a dataset, and the probe of
+    whether the reward/termination model lets an action decide the end."""
+    from data_tools.atari_collect import main as collect_main
+    from data_tools.end_probe import main as probe_main
+
+    engine, data = engine_and_data
+    with_agent = save_weights_dir(tiny_agent("atari"), tmp_path / "with_agent")
+    assert collect_main(["Breakout", str(tmp_path / "play"), "--frames", "150", "--test-frames", "0",
+                         "--policy", "agent", "--weights", str(with_agent), "--epsilon", "0.5"]) == 0
+    played = Dataset(tmp_path / "play" / "train")
+    assert len(played) > 0 and sum(len(played[i]) for i in range(len(played))) >= 150
+    assert "policy=agent" in played.info.source and played[0].terminations[-1]  # a lost life ends each episode
+    assert collect_main(["Breakout", str(tmp_path / "bad"), "--frames", "10", "--policy", "agent"]) == 2
+    assert "--weights" in capsys.readouterr().err
+
+    assert probe_main([str(engine), "--data", str(data), "--segments", "2", "--horizon", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "P(end) at true ends: recorded actions" in out and "FIRE" in out and "holding: NOOP" in out
+
+
 def test_eval_agent_plays_full_real_games(tmp_path, capsys):
     weights = save_weights_dir(tiny_agent("atari"), tmp_path / "agent")
     out = tmp_path / "agent_eval.json"
