@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -59,7 +60,25 @@ def machine_description(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{cpu} ({cpu_isa()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def cpu_isa() -> str:
+    """The vector ISA the CPU kernels use: the hardware's best level (AMX, AVX-512 bf16, AVX-512, AVX2), ATen's kernel
+    capability (ATEN_CPU_CAPABILITY can lower it) and oneDNN's cap when ONEDNN_MAX_CPU_ISA sets one."""
+    cpu = torch.cpu
+    if cpu._is_amx_tile_supported():
+        level = "AMX"
+    elif cpu._is_avx512_bf16_supported():
+        level = "AVX-512 bf16"
+    elif cpu._is_avx512_supported():
+        level = "AVX-512"
+    elif cpu._is_avx2_supported():
+        level = "AVX2"
+    else:
+        level = "no AVX2"
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return f"{level}; ATen {torch.backends.cpu.get_cpu_capability()}" + (f"; oneDNN <= {onednn}" if onednn else "")
 
 
 def random_agent(kind: str) -> Agent:
@@ -189,7 +208,8 @@ def format_table(results: list[ModeResult]) -> str:
 
 
 def write_json(path: Path, device: torch.device, results: list, what: str) -> None:
-    path.write_text(json.dumps({"machine": machine_description(device), "benchmark": what,
+    isa = {"isa": cpu_isa()} if device.type == "cpu" else {}
+    path.write_text(json.dumps({"machine": machine_description(device), **isa, "benchmark": what,
                                 "modes": [asdict(r) for r in results]}, indent=2))
 
 

@@ -76,6 +76,7 @@ def test_bench_command_json(atari_weights, tmp_path, capsys):
     assert "eager-fp32" in table and "eager-bf16-cl" in table and "dynamics ms" in table
     data = json.loads(out.read_text())
     assert isinstance(data["machine"], str) and [m["name"] for m in data["modes"]] == ["eager-fp32", "eager-bf16-cl"]
+    assert "ATen" in data["isa"] and data["isa"] in table  # which vector ISA the kernels used, printed too
     for m in data["modes"]:
         assert {"name", "fps", "p50_ms", "p95_ms", "max_abs_diff"} <= set(m) and m["fps"] > 0
     assert data["modes"][0]["max_abs_diff"] == 0.0
