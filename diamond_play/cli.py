@@ -73,17 +73,6 @@ def cmd_info(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but this torch build sees no GPU: use --device cpu, or install "
-                        "a CUDA build of torch (see the README)")
-    return name
-
-
 def name_unknown_game(agent, game: str) -> None:
     """Give an engine imported without a game name the game the user named, if its actions fit."""
     from diamond_play.envs.atari import action_meanings
@@ -97,6 +86,7 @@ def name_unknown_game(agent, game: str) -> None:
 
 def cmd_play(args: argparse.Namespace, agent=None) -> None:
     from diamond_play.config import csgo_sampling
+    from diamond_play.devices import resolve_device
     from diamond_play.envs.atari import canonical_game
     from diamond_play.play.app import PlayOptions, run_headless, run_window
     from diamond_play.play.controls import AtariControls
@@ -284,6 +274,7 @@ def cmd_record(args: argparse.Namespace) -> None:
 
 
 def cmd_play_weights(args: argparse.Namespace) -> None:
+    from diamond_play.devices import resolve_device
     from diamond_play.weights.loading import load_agent
 
     if args.weights is None:
@@ -302,6 +293,7 @@ def cmd_play_weights(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
+    from diamond_play.devices import resolve_device
     from diamond_play.envs.atari import canonical_game
     from diamond_play.evaluate import evaluate, held_out_episodes, save_strip
     from diamond_play.weights.loading import load_agent
@@ -359,13 +351,13 @@ def eval_agent(agent, args: argparse.Namespace, device) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    import torch
 
     from diamond_play.accel.modes import available_execution_modes
     from diamond_play.bench import format_table, machine_description, run_play_bench, write_json
+    from diamond_play.devices import resolve_device
 
     use_threads(args.threads)
-    device = torch.device(resolve_device(args.device))
+    device = resolve_device(args.device)
     if args.kind == "train":
         bench_training(args, device)
         return

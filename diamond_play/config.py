@@ -321,9 +321,5 @@ def read_yaml(path: str | Path) -> Any:
         raise UserError(f"config file {str(path)!r} is not valid YAML ({first}): fix or replace it") from None
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
-    return from_dict(cls, read_yaml(path), "")
-
-
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)

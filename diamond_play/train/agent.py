@@ -31,6 +31,7 @@ from diamond_play.config import ActorCriticConfig, WeightsConfig, dump_yaml, fro
 from diamond_play.data.collect import BREAKOUT_BALL_X, BREAKOUT_BALL_Y, BREAKOUT_PADDLE_X, BreakoutTracker
 from diamond_play.data.episodes import Dataset, write_text_atomically
 from diamond_play.data.segments import SegmentSampler
+from diamond_play.devices import resolve_device
 from diamond_play.envs.atari import ATARI_100K_GAMES, AtariEnv, ale_games, human_normalized_score
 from diamond_play.errors import UserError
 from diamond_play.frames import frames_to_tensor
@@ -39,14 +40,12 @@ from diamond_play.models.agent import Agent
 from diamond_play.threads import use_threads
 from diamond_play.train.atari import ACTOR_CRITIC_PRESETS, evaluate_policy, forever, tensors_to_cpu
 from diamond_play.train.core import (
-    DistInfo,
     ModelTrainer,
     OptimConfig,
     RunDir,
     RunLogger,
     build_run_config,
     progress,
-    resolve_device,
     restore_trainers,
     rng_state,
     run_phase,
@@ -233,7 +232,7 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
         raise UserError("which world model? pass --weights ENGINE (a weights directory with a reward/termination "
                         "model, e.g. diamond_play/shipped/atari/Breakout)")
     use_threads(cfg.num_threads)
-    device = resolve_device(cfg.device, DistInfo())
+    device = resolve_device(cfg.device)
     agent = load_agent(cfg.engine, device=device)
     if agent.rew_end_model is None:
         raise UserError(f"engine {cfg.engine!r} has no reward/termination model: an agent learns from imagined "

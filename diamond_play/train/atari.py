@@ -41,6 +41,7 @@ from diamond_play.config import (
 )
 from diamond_play.data.episodes import Dataset, DatasetInfo, Episode, EpisodeBuilder, write_text_atomically
 from diamond_play.data.segments import SegmentSampler
+from diamond_play.devices import resolve_device
 from diamond_play.envs.atari import (
     ATARI_100K_GAMES,
     AtariEnv,
@@ -64,7 +65,6 @@ from diamond_play.train.core import (
     finish_distributed,
     init_distributed,
     progress,
-    resolve_device,
     restore_trainers,
     rng_state,
     run_phase,
@@ -361,7 +361,7 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     if resume is not None:
         command = starting_command(run, command)
     use_threads(cfg.num_threads)
-    device = resolve_device(cfg.device, dist_info)
+    device = resolve_device(cfg.device, dist_info.local_rank if dist_info.enabled else None)
     if dist_info.is_main:
         if resume is None:
             run.prepare_new()

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from diamond_play.errors import UserError
+from diamond_play.weights.run_layout import RunLayout
 
 
 @dataclass
@@ -81,14 +82,6 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
-
-
-def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist_info.enabled:
-        name = f"cuda:{dist_info.local_rank}"
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,27 +275,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             os.remove(tmp)
 
 
-class RunDir:
-    """<run>/config.yaml, checkpoints/{state.pt, last/, best/}, episodes/, events.* (TensorBoard), log.csv."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def state_path(self) -> Path:
-        return self.root / "checkpoints" / "state.pt"
-
-    @property
-    def last_weights(self) -> Path:
-        return self.root / "checkpoints" / "last"
-
-    @property
-    def best_weights(self) -> Path:
-        return self.root / "checkpoints" / "best"
+class RunDir(RunLayout):
+    """A run directory (layout in `weights.run_layout`) as the trainers write, save and resume it."""
 
     def exists(self) -> bool:
         return self.state_path.is_file()
@@ -337,10 +311,6 @@ class RunDir:
             raise UserError(f"{str(self.state_path)!r} is corrupt ({str(e).splitlines()[0][:120]}): restore it or "
                             "start a new run") from None
 
-    @property
-    def spawn_dir(self) -> Path:
-        return self.root / "spawn"
-
     def export_weights(self, agent, best: bool = False) -> Path:
         """Write the agent (and the run's spawn points) to checkpoints/last, and copy it to best/ when asked."""
         from diamond_play.weights.format import replace_dir_atomically, save_weights_dir
@@ -363,12 +333,6 @@ def starting_command(run: RunDir, command: str) -> str:
     if (run.last_weights / "config.yaml").is_file():
         return str(read_weights_config(run.last_weights).provenance.get("command", command))
     return command
-
-
-def latest_weights(run_dir: Path) -> Path | None:
-    """A run directory's most recent exported weights (what --weights RUN_DIR means)."""
-    candidate = RunDir(run_dir).last_weights
-    return candidate if (candidate / "config.yaml").is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from diamond_play.config import (
 from diamond_play.data.episodes import Dataset, Episode, write_text_atomically
 from diamond_play.data.segments import SegmentSampler, SegmentStream, segment_batches
 from diamond_play.data.spawns import spawns_from_episodes, write_spawns
+from diamond_play.devices import resolve_device
 from diamond_play.envs.atari import ATARI_100K_GAMES, ale_games
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
@@ -50,7 +51,6 @@ from diamond_play.train.core import (
     finish_distributed,
     init_distributed,
     progress,
-    resolve_device,
     restore_trainers,
     rng_state,
     run_phase,
@@ -270,7 +270,7 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
     if len(dataset) == 0:
         raise UserError(f"dataset {cfg.data!r} has no episodes: record some first")
     weights_cfg = build_agent_config(cfg, dataset.info)
-    device = resolve_device(cfg.device, dist_info)
+    device = resolve_device(cfg.device, dist_info.local_rank if dist_info.enabled else None)
     n = cfg.num_steps_conditioning
     two_stage = weights_cfg.agent.upsampler is not None
     if cfg.lazy_data or cfg.recipe == "csgo":

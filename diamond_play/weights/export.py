@@ -42,11 +42,11 @@ def export_weights(source: Path, out: Path, best: bool = False, provenance: dict
                    eval_metrics: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Copy the weights of `source` (a run directory: its last, or best, checkpoint; or a weights directory) to
     `out`, adding provenance entries and eval metrics (under metrics.eval) to its config."""
-    from diamond_play.train.core import RunDir
     from diamond_play.weights.loading import load_agent
+    from diamond_play.weights.run_layout import RunLayout
 
     if best:
-        source = RunDir(source).best_weights
+        source = RunLayout(source).best_weights
         if not (source / "config.yaml").is_file():
             raise UserError(f"{str(source)!r} does not exist: --best needs a training run directory with a best "
                             "checkpoint")

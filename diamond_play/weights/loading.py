@@ -10,6 +10,7 @@ from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.weights.format import MODEL_FILE, is_weights_dir, load_weights_dir
 from diamond_play.weights.official import load_official_agent
+from diamond_play.weights.run_layout import latest_weights
 
 
 def load_agent(path: str | Path, device: torch.device | str = "cpu", config: str | Path | None = None,
@@ -23,8 +24,6 @@ def load_agent(path: str | Path, device: torch.device | str = "cpu", config: str
     if path.is_file() and path.name == MODEL_FILE:
         path = path.parent
     if path.is_dir():
-        from diamond_play.train.core import latest_weights
-
         run_weights = latest_weights(path)
         if run_weights is not None:  # a training run directory: its latest checkpoint
             return load_weights_dir(run_weights, device)
