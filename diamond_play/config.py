@@ -15,7 +15,16 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from diamond_play.envs.csgo import NUM_ACTIONS as CSGO_NUM_ACTIONS
 from diamond_play.errors import UserError
+
+# The paper's noise settings, each named once: the offset noise of the Atari and CS:GO denoisers, the CS:GO models'
+# training sigma distribution (log-normal location; the scale is the default 1.2) and the upsampling factor.
+ATARI_SIGMA_OFFSET_NOISE = 0.3
+CSGO_SIGMA_OFFSET_NOISE = 0.1
+CSGO_SIGMA_LOC = -1.2
+CSGO_UPSAMPLING_FACTOR = 5
+
 
 T = TypeVar("T")
 
@@ -58,7 +67,7 @@ class DenoiserConfig:
 
     inner_model: InnerModelConfig
     sigma_data: float = 0.5
-    sigma_offset_noise: float = 0.3
+    sigma_offset_noise: float = ATARI_SIGMA_OFFSET_NOISE
     noise_previous_obs: bool = False  # CS:GO dynamics: train on noised conditioning frames
     upsampling_factor: int | None = None  # set for the upsampler (5 for CS:GO)
     num_autoregressive_steps: int = 1  # K frames predicted per training segment, each from the previous prediction
@@ -159,20 +168,19 @@ def atari_agent_config(num_actions: int) -> AgentConfig:
     return AgentConfig(
         denoiser=DenoiserConfig(
             inner_model=InnerModelConfig(cond_channels=256, channels=[64] * 4, num_actions=num_actions),
-            sigma_offset_noise=0.3,
+            sigma_offset_noise=ATARI_SIGMA_OFFSET_NOISE,
         ),
         rew_end_model=RewEndModelConfig(num_actions=num_actions),
         actor_critic=ActorCriticConfig(num_actions=num_actions),
     )
 
 
-CSGO_NUM_ACTIONS = 51
 CSGO_LOW_RES = (30, 56)
 CSGO_FULL_RES = (150, 280)
 
 
 def csgo_agent_config() -> AgentConfig:
-    csgo_sigmas = SigmaDistributionConfig(loc=-1.2)
+    csgo_sigmas = SigmaDistributionConfig(loc=CSGO_SIGMA_LOC)
     return AgentConfig(
         denoiser=DenoiserConfig(
             inner_model=InnerModelConfig(
@@ -182,7 +190,7 @@ def csgo_agent_config() -> AgentConfig:
                 num_actions=CSGO_NUM_ACTIONS,
                 noise_cond_embedding=True,
             ),
-            sigma_offset_noise=0.1,
+            sigma_offset_noise=CSGO_SIGMA_OFFSET_NOISE,
             noise_previous_obs=True,
             num_autoregressive_steps=4,
             sigma_distribution=csgo_sigmas,
@@ -197,12 +205,51 @@ def csgo_agent_config() -> AgentConfig:
                 noise_cond_embedding=True,
                 is_upsampler=True,
             ),
-            sigma_offset_noise=0.1,
-            upsampling_factor=5,
+            sigma_offset_noise=CSGO_SIGMA_OFFSET_NOISE,
+            upsampling_factor=CSGO_UPSAMPLING_FACTOR,
             sigma_distribution=dataclasses.replace(csgo_sigmas),
         ),
     )
 
+
+
+# Model sizes for the trainers: "paper" is DIAMOND's, "small" trains about 10x faster on a CPU, "tiny" is for tests.
+# A recipe sets the fields that come from its data (actions, frame size, conditioning frames) and the user's
+# overrides on top (`sized`).
+DENOISER_SIZES: dict[str, InnerModelConfig] = {
+    "paper": atari_agent_config(4).denoiser.inner_model,
+    "small": InnerModelConfig(cond_channels=128, channels=[32] * 4),
+    # Three levels keep the always-on attention of the middle blocks at 16x16 for 64x64 frames.
+    "tiny": InnerModelConfig(cond_channels=32, channels=[8, 16, 16], depths=[1] * 3, attn_depths=[False] * 3),
+}
+UPSAMPLER_SIZES: dict[str, InnerModelConfig] = {
+    "paper": csgo_agent_config().upsampler.inner_model,  # type: ignore[union-attr]
+    "small": InnerModelConfig(cond_channels=128, channels=[32, 32, 64, 64], attn_depths=[False, False, False, True]),
+    "tiny": InnerModelConfig(cond_channels=32, channels=[8, 8, 8, 16], depths=[1] * 4,
+                             attn_depths=[False, False, False, True]),
+}
+CSGO_DYNAMICS_SIZES: dict[str, InnerModelConfig] = {
+    "paper": csgo_agent_config().denoiser.inner_model,
+    "small": InnerModelConfig(cond_channels=256, channels=[32, 64, 128, 128], attn_depths=[False, False, True, True]),
+    "tiny": InnerModelConfig(cond_channels=32, channels=[8, 8, 16, 16], depths=[1] * 4,
+                             attn_depths=[False, False, True, True]),
+}
+REW_END_SIZES: dict[str, RewEndModelConfig] = {
+    "paper": RewEndModelConfig(),
+    "small": RewEndModelConfig(lstm_dim=256, cond_channels=64, channels=[16] * 4),
+    # Four levels: the encoder's final attention blocks then run at 8x8 for 64x64 frames.
+    "tiny": RewEndModelConfig(lstm_dim=16, cond_channels=16, channels=[8] * 4, depths=[1] * 4),
+}
+ACTOR_CRITIC_SIZES: dict[str, ActorCriticConfig] = {
+    "paper": ActorCriticConfig(),
+    "small": ActorCriticConfig(lstm_dim=256, channels=[16, 16, 32, 32]),
+    "tiny": ActorCriticConfig(lstm_dim=32, channels=[8] * 4),
+}
+
+
+def sized(preset: T, fields: dict[str, Any], where: str) -> T:
+    """A size preset with `fields` set on top (the recipe's, then the user's overrides), checked like any config."""
+    return from_dict(type(preset), {**to_dict(preset), **fields}, where)
 
 ATARI_SAMPLER = SamplerConfig(num_steps_denoising=3)
 CSGO_DYNAMICS_SAMPLERS = {

@@ -27,7 +27,14 @@ import torch
 from tqdm import tqdm
 
 from diamond_play import __version__
-from diamond_play.config import ActorCriticConfig, WeightsConfig, dump_yaml, from_dict, read_yaml
+from diamond_play.config import (
+    ACTOR_CRITIC_SIZES,
+    ActorCriticConfig,
+    WeightsConfig,
+    dump_yaml,
+    read_yaml,
+    sized,
+)
 from diamond_play.data.collect import BREAKOUT_BALL_X, BREAKOUT_BALL_Y, BREAKOUT_PADDLE_X, BreakoutTracker
 from diamond_play.data.episodes import Dataset, write_text_atomically
 from diamond_play.data.segments import SegmentSampler
@@ -38,7 +45,7 @@ from diamond_play.frames import frames_to_tensor
 from diamond_play.models.actor_critic import ActorCritic
 from diamond_play.models.agent import Agent
 from diamond_play.threads import use_threads
-from diamond_play.train.atari import ACTOR_CRITIC_PRESETS, evaluate_policy, forever, tensors_to_cpu
+from diamond_play.train.atari import evaluate_policy, forever, tensors_to_cpu
 from diamond_play.train.core import (
     ModelTrainer,
     OptimConfig,
@@ -113,14 +120,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def actor_critic_config(cfg: AgentTrainConfig, engine: WeightsConfig) -> ActorCriticConfig:
-    if cfg.actor_critic_size not in ACTOR_CRITIC_PRESETS:
+    if cfg.actor_critic_size not in ACTOR_CRITIC_SIZES:
         raise UserError(f"unknown actor_critic_size {cfg.actor_critic_size!r}: use one of "
-                        f"{sorted(ACTOR_CRITIC_PRESETS)}")
+                        f"{sorted(ACTOR_CRITIC_SIZES)}")
     assert engine.agent.rew_end_model is not None
-    return from_dict(ActorCriticConfig, {**ACTOR_CRITIC_PRESETS[cfg.actor_critic_size],
-                                         "img_size": engine.agent.rew_end_model.img_size,
-                                         "num_actions": engine.num_actions, **cfg.actor_critic_model},
-                     "actor_critic_model")
+    return sized(ACTOR_CRITIC_SIZES[cfg.actor_critic_size], {"img_size": engine.agent.rew_end_model.img_size,
+                                                             "num_actions": engine.num_actions,
+                                                             **cfg.actor_critic_model}, "actor_critic_model")
 
 
 def engine_dataset(cfg: AgentTrainConfig, engine: Agent) -> Dataset:

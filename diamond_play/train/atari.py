@@ -27,17 +27,18 @@ from tqdm import tqdm
 
 from diamond_play import __version__
 from diamond_play.config import (
+    ACTOR_CRITIC_SIZES,
     ATARI_SAMPLER,
-    ActorCriticConfig,
+    ATARI_SIGMA_OFFSET_NOISE,
+    DENOISER_SIZES,
+    REW_END_SIZES,
     AgentConfig,
     DenoiserConfig,
-    InnerModelConfig,
-    RewEndModelConfig,
     SamplingConfig,
     WeightsConfig,
     dump_yaml,
-    from_dict,
     read_yaml,
+    sized,
 )
 from diamond_play.data.episodes import Dataset, DatasetInfo, Episode, EpisodeBuilder, write_text_atomically
 from diamond_play.data.segments import SegmentSampler
@@ -78,19 +79,11 @@ from diamond_play.train.rl import (
     imagination_loss_fn,
 )
 from diamond_play.train.world_model import (
-    DENOISER_PRESETS,
-    REW_END_PRESETS,
     batches,
     denoiser_loss,
     rew_end_loss,
     sample_strip,
 )
-
-ACTOR_CRITIC_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "small": {"lstm_dim": 256, "channels": [16, 16, 32, 32]},
-    "tiny": {"lstm_dim": 32, "channels": [8, 8, 8, 8]},
-}
 
 
 @dataclass
@@ -174,19 +167,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def agent_config(cfg: AtariTrainConfig, num_actions: int) -> AgentConfig:
     size = cfg.model_size
-    if size not in DENOISER_PRESETS:
-        raise UserError(f"unknown model_size {size!r}: use one of {sorted(DENOISER_PRESETS)}")
-    preset = DENOISER_PRESETS[size]
-    inner = from_dict(InnerModelConfig, {**preset, "attn_depths": [False] * len(preset["channels"]),
-                                         "num_steps_conditioning": cfg.num_steps_conditioning,
+    if size not in DENOISER_SIZES:
+        raise UserError(f"unknown model_size {size!r}: use one of {sorted(DENOISER_SIZES)}")
+    inner = sized(DENOISER_SIZES[size], {"num_steps_conditioning": cfg.num_steps_conditioning,
                                          "num_actions": num_actions, **cfg.denoiser_model}, "denoiser_model")
     return AgentConfig(
-        denoiser=DenoiserConfig(inner_model=inner, sigma_offset_noise=0.3,
+        denoiser=DenoiserConfig(inner_model=inner, sigma_offset_noise=ATARI_SIGMA_OFFSET_NOISE,
                                 num_autoregressive_steps=cfg.num_autoregressive_steps),
-        rew_end_model=from_dict(RewEndModelConfig, {**REW_END_PRESETS[size], "num_actions": num_actions,
-                                                    **cfg.rew_end_model}, "rew_end_model"),
-        actor_critic=from_dict(ActorCriticConfig, {**ACTOR_CRITIC_PRESETS[size], "num_actions": num_actions,
-                                                   **cfg.actor_critic_model}, "actor_critic_model"),
+        rew_end_model=sized(REW_END_SIZES[size], {"num_actions": num_actions, **cfg.rew_end_model},
+                            "rew_end_model"),
+        actor_critic=sized(ACTOR_CRITIC_SIZES[size], {"num_actions": num_actions, **cfg.actor_critic_model},
+                           "actor_critic_model"),
     )
 
 

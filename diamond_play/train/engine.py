@@ -21,18 +21,24 @@ import torch
 from diamond_play import __version__
 from diamond_play.config import (
     ATARI_SAMPLER,
+    ATARI_SIGMA_OFFSET_NOISE,
+    CSGO_DYNAMICS_SIZES,
+    CSGO_SIGMA_LOC,
+    CSGO_SIGMA_OFFSET_NOISE,
     CSGO_UPSAMPLER_SAMPLERS,
+    DENOISER_SIZES,
+    REW_END_SIZES,
+    UPSAMPLER_SIZES,
     AgentConfig,
     DenoiserConfig,
     InnerModelConfig,
-    RewEndModelConfig,
     SamplingConfig,
     SigmaDistributionConfig,
     WeightsConfig,
     csgo_sampling,
     dump_yaml,
-    from_dict,
     read_yaml,
+    sized,
 )
 from diamond_play.data.episodes import Dataset, Episode, write_text_atomically
 from diamond_play.data.segments import SegmentSampler, SegmentStream, segment_batches
@@ -58,10 +64,6 @@ from diamond_play.train.core import (
     starting_command,
 )
 from diamond_play.train.world_model import (
-    CSGO_DYNAMICS_PRESETS,
-    DENOISER_PRESETS,
-    REW_END_PRESETS,
-    UPSAMPLER_PRESETS,
     denoiser_loss,
     rew_end_loss,
     sample_strip,
@@ -85,7 +87,7 @@ class EngineTrainConfig:
     resolution: list[int] = field(default_factory=list)  # H, W of the dynamics model (default: the dataset's)
     upsampler: bool = False  # two stages: dynamics at `resolution`, an upsampler back to the dataset's size
     denoiser: dict[str, Any] = field(default_factory=dict)  # InnerModelConfig overrides
-    sigma_offset_noise: float = 0.3
+    sigma_offset_noise: float = ATARI_SIGMA_OFFSET_NOISE
     train_rew_end: bool = True
     rew_end: dict[str, Any] = field(default_factory=dict)  # RewEndModelConfig overrides
     epochs: int = 100
@@ -167,16 +169,13 @@ def csgo_weights_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
                         "prepare`")
     low, full = list(info.frame_size), list(info.full_res_size)
     factor = full[0] // low[0]
-    sigmas = SigmaDistributionConfig(loc=-1.2)
-    inner = from_dict(InnerModelConfig, {**CSGO_DYNAMICS_PRESETS[cfg.preset], "num_actions": info.num_actions,
-                                         "noise_cond_embedding": True,
-                                         "num_steps_conditioning": cfg.num_steps_conditioning, **cfg.denoiser},
-                      "denoiser")
+    sigmas = SigmaDistributionConfig(loc=CSGO_SIGMA_LOC)
+    inner = sized(CSGO_DYNAMICS_SIZES[cfg.preset], {"num_actions": info.num_actions, "noise_cond_embedding": True,
+                                                   "num_steps_conditioning": cfg.num_steps_conditioning,
+                                                   **cfg.denoiser}, "denoiser")
     denoiser = DenoiserConfig(inner_model=inner, sigma_offset_noise=cfg.sigma_offset_noise, noise_previous_obs=True,
                               num_autoregressive_steps=cfg.num_autoregressive_steps, sigma_distribution=sigmas)
-    up_inner = from_dict(InnerModelConfig, {**UPSAMPLER_PRESETS[cfg.preset], "num_steps_conditioning": 1,
-                                            "num_actions": None, "noise_cond_embedding": True,
-                                            "is_upsampler": True, **cfg.upsampler_model}, "upsampler_model")
+    up_inner = upsampler_inner_model(cfg)
     upsampler = DenoiserConfig(inner_model=up_inner, sigma_offset_noise=cfg.sigma_offset_noise,
                                upsampling_factor=factor, sigma_distribution=dataclasses.replace(sigmas))
     return WeightsConfig(agent=AgentConfig(denoiser=denoiser, upsampler=upsampler), game=cfg.game or "csgo",
@@ -184,9 +183,15 @@ def csgo_weights_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
                          sampling=csgo_sampling("fast"), frame_size=full)
 
 
+def upsampler_inner_model(cfg: EngineTrainConfig) -> InnerModelConfig:
+    return sized(UPSAMPLER_SIZES[cfg.preset], {"num_steps_conditioning": 1, "num_actions": None,
+                                               "noise_cond_embedding": True, "is_upsampler": True,
+                                               **cfg.upsampler_model}, "upsampler_model")
+
+
 def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
-    if cfg.preset not in DENOISER_PRESETS:
-        raise UserError(f"unknown preset {cfg.preset!r}: use one of {sorted(DENOISER_PRESETS)}")
+    if cfg.preset not in DENOISER_SIZES:
+        raise UserError(f"unknown preset {cfg.preset!r}: use one of {sorted(DENOISER_SIZES)}")
     if cfg.recipe == "csgo":
         if info.action_type != "multi_hot":
             raise UserError(f"{cfg.data!r} holds discrete actions, not CS:GO's multi-hot ones: use `diamond-play "
@@ -195,26 +200,22 @@ def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
     if info.action_type != "discrete":
         raise UserError("engine training supports discrete actions; CS:GO data uses `diamond-play train csgo`")
     (h, w), shown, factor = model_resolution(cfg, info)
-    preset = DENOISER_PRESETS[cfg.preset]
-    inner = from_dict(InnerModelConfig, {**preset, "attn_depths": [False] * len(preset["channels"]),
-                                         "num_steps_conditioning": cfg.num_steps_conditioning,
-                                         "num_actions": info.num_actions, **cfg.denoiser}, "denoiser")
+    inner = sized(DENOISER_SIZES[cfg.preset], {"num_steps_conditioning": cfg.num_steps_conditioning,
+                                                "num_actions": info.num_actions, **cfg.denoiser}, "denoiser")
     denoiser = DenoiserConfig(inner_model=inner, sigma_offset_noise=cfg.sigma_offset_noise,
                               num_autoregressive_steps=cfg.num_autoregressive_steps)
     rew_end = None
     if cfg.train_rew_end:
         if h != w:
             raise UserError("the reward/termination model needs square frames: pass train_rew_end=false")
-        rew_end = from_dict(RewEndModelConfig, {**REW_END_PRESETS[cfg.preset], "img_size": h,
-                                                "num_actions": info.num_actions, **cfg.rew_end}, "rew_end")
+        rew_end = sized(REW_END_SIZES[cfg.preset], {"img_size": h, "num_actions": info.num_actions, **cfg.rew_end},
+                        "rew_end")
     upsampler = None
     sampling = SamplingConfig(dynamics=dataclasses.replace(ATARI_SAMPLER))
     if factor is not None:
-        up_inner = from_dict(InnerModelConfig, {**UPSAMPLER_PRESETS[cfg.preset], "num_steps_conditioning": 1,
-                                                "num_actions": None, "noise_cond_embedding": True,
-                                                "is_upsampler": True, **cfg.upsampler_model}, "upsampler_model")
-        upsampler = DenoiserConfig(inner_model=up_inner, sigma_offset_noise=0.1, upsampling_factor=factor,
-                                   sigma_distribution=SigmaDistributionConfig(loc=-1.2))
+        upsampler = DenoiserConfig(inner_model=upsampler_inner_model(cfg), sigma_offset_noise=CSGO_SIGMA_OFFSET_NOISE,
+                                   upsampling_factor=factor,
+                                   sigma_distribution=SigmaDistributionConfig(loc=CSGO_SIGMA_LOC))
         sampling.upsampler = dataclasses.replace(CSGO_UPSAMPLER_SAMPLERS["fast"])
     game = cfg.game or info.game
     # Engines of ALE games start from the real emulator; others (and two-stage ones) from spawn points.
@@ -238,7 +239,8 @@ CSGO_PRESETS: dict[str, dict[str, Any]] = {
              "upsampler_optim": {"grad_acc_steps": 2}, "sample_every": 1},
 }
 CSGO_RECIPE: dict[str, Any] = {
-    "recipe": "csgo", "num_autoregressive_steps": 4, "sigma_offset_noise": 0.1, "train_rew_end": False,
+    "recipe": "csgo", "num_autoregressive_steps": 4, "sigma_offset_noise": CSGO_SIGMA_OFFSET_NOISE,
+    "train_rew_end": False,
     "batch_size": 16, "steps_per_epoch": 400, "upsampler_batch_size": 4, "upsampler_steps_per_epoch": 400,
     "epochs": 600, "sample_every": 20, "lazy_data": True,
     "denoiser_optim": {"grad_acc_steps": 8, "max_grad_norm": 10.0},

@@ -16,8 +16,12 @@ from torch import Tensor
 from diamond_play import __version__
 from diamond_play.config import (
     ATARI_SAMPLER,
+    ATARI_SIGMA_OFFSET_NOISE,
     CSGO_FULL_RES,
     CSGO_NUM_ACTIONS,
+    CSGO_SIGMA_LOC,
+    CSGO_SIGMA_OFFSET_NOISE,
+    CSGO_UPSAMPLING_FACTOR,
     ActorCriticConfig,
     AgentConfig,
     DenoiserConfig,
@@ -35,12 +39,6 @@ from diamond_play.errors import UserError
 from diamond_play.models.agent import COMPONENTS, Agent
 from diamond_play.weights.format import file_sha256
 from diamond_play.weights.state_dict import load_state_dict_checked
-
-# Official per-model constants that tensor shapes cannot reveal.
-ATARI_SIGMA_OFFSET_NOISE = 0.3
-CSGO_SIGMA_OFFSET_NOISE = 0.1
-CSGO_UPSAMPLING_FACTOR = 5
-CSGO_SIGMA_LOC = -1.2
 
 
 def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
