@@ -162,7 +162,7 @@ class WeightsConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Presets (REFERENCE.md §2, §3, §5)
+# Presets: the official agent configs of the Atari 100k models and of the CS:GO models
 
 def atari_agent_config(num_actions: int) -> AgentConfig:
     return AgentConfig(

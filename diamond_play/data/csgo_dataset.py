@@ -1,6 +1,6 @@
 """The Pearce & Zhu CS:GO Dust II dataset ("dataset_dm", 16 Hz, 1000 frames per HDF5 file) -> project episodes.
 
-Original file layout (REFERENCE.md §7): `frame_{i}_x` uint8 (150, 280, 3) BGR, `frame_{i}_y` (51,) action vector,
+Original file layout: `frame_{i}_x` uint8 (150, 280, 3) BGR, `frame_{i}_y` (51,) action vector,
 `frame_{i}_xaux` (54,) and `frame_{i}_helperarr` (2,) (unused). Each file becomes one episode holding the full-res
 frames (RGB) and the 30x56 low-res frames the dynamics model sees, resized as the official script does.
 """

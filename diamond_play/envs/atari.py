@@ -8,7 +8,7 @@ from functools import cache
 
 from diamond_play.errors import UserError
 
-# The Atari 100k benchmark, in the official order (REFERENCE.md §6).
+# The Atari 100k benchmark, in the official order.
 ATARI_100K_GAMES = (
     "Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout", "ChopperCommand",
     "CrazyClimber", "DemonAttack", "Freeway", "Frostbite", "Gopher", "Hero", "Jamesbond", "Kangaroo", "Krull",
@@ -57,7 +57,7 @@ def action_meanings(game: str) -> tuple[str, ...]:
 
 
 class AtariEnv:
-    """An ALE game with DIAMOND's preprocessing (REFERENCE.md §6), returning RGB uint8 (size, size, 3) frames.
+    """An ALE game with DIAMOND's preprocessing, returning RGB uint8 (size, size, 3) frames.
 
     {Game}NoFrameskip-v4 without sticky actions, minimal action set; each step repeats the action `frame_skip`
     times, sums the rewards and max-pools the last two raw frames; reset plays 1..noop_max random no-ops.

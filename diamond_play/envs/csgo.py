@@ -1,4 +1,5 @@
-"""CS:GO Dust II action space: the 51-dim multi-hot vector of the Pearce & Zhu dataset (REFERENCE.md §7)."""
+"""CS:GO Dust II action space: the 51-dim multi-hot vector of the Pearce & Zhu dataset (11 keys, 2 mouse buttons,
+23 mouse-x and 15 mouse-y bins, one bin set per axis)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ assert len(ACTION_NAMES) == NUM_ACTIONS == 51
 # ---------------------------------------------------------------------------------------------------------------
 # Encoding and decoding (shared by the play app, the data tools and training)
 
-# Keys that cannot be held together; the one pressed earlier wins (REFERENCE.md §7).
+# Keys that cannot be held together (the dataset never has both); the one pressed earlier wins.
 FORBIDDEN_PAIRS = (("w", "s"), ("a", "d"), ("1", "2"), ("1", "3"), ("2", "3"))
 ARROW_MOUSE_X, ARROW_MOUSE_Y = 60, 50  # arrow keys stand in for the mouse with these deltas
 

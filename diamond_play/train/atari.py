@@ -1,4 +1,4 @@
-"""Recipe: DIAMOND's Atari 100k training loop (paper Algorithm 1; numbers in REFERENCE.md §5–6).
+"""Recipe: DIAMOND's Atari 100k training loop (the paper's Algorithm 1, with the official trainer's numbers).
 
 `diamond-play train atari GAME --out RUN_DIR`. Each epoch: collect real steps with the current policy (ε-greedy on
 π), then train the denoiser, the reward/termination model and the actor-critic (in imagination), evaluate every

@@ -226,7 +226,7 @@ def build_agent_config(cfg: EngineTrainConfig, info) -> WeightsConfig:
                          sampling=sampling, frame_size=list(shown), keymap=dict(info.keymap))
 
 
-# DIAMOND's CS:GO trainer.yaml (REFERENCE.md §5): 600 epochs of 400 optimiser steps; dynamics batch 16 and upsampler
+# DIAMOND's CS:GO trainer.yaml: 600 epochs of 400 optimiser steps; dynamics batch 16 and upsampler
 # batch 4, each accumulated over 8 micro-batches; clipping 10; no reward/termination model. Smaller presets for
 # CPUs and tests.
 CSGO_PRESETS: dict[str, dict[str, Any]] = {

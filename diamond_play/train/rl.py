@@ -1,5 +1,5 @@
-"""Actor-critic learning in imagination (DIAMOND §3 / Appendix): imagined environments, rollouts, λ-returns and the
-REINFORCE + value loss.
+"""Actor-critic learning in imagination (the DIAMOND paper, section 3 and appendix): imagined environments,
+rollouts, λ-returns and the REINFORCE + value loss.
 
 `ImaginedEnvs` follows the official world-model env: each environment starts from a dataset segment of L frames
 (the reward/termination LSTM burned in on it), steps by sampling the denoiser and *sampling* reward and end from
