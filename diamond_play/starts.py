@@ -4,11 +4,14 @@ world model) or spawn points shipped with the weights (CS:GO and recorded games)
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
-from diamond_play.data.spawns import StartState
+from diamond_play.config import WeightsConfig
+from diamond_play.data.spawns import StartState, load_spawns
 from diamond_play.errors import UserError
+from diamond_play.weights.format import SPAWN_DIR
 
 
 class AtariStarts:
@@ -67,3 +70,20 @@ class SpawnStarts:
 
     def close(self) -> None:
         pass
+
+
+def default_horizon(config: WeightsConfig) -> int:
+    """Imagined steps before play re-seeds from a start state: the official play settings (Atari 50, else 1000)."""
+    return 50 if config.kind == "atari" else 1000
+
+
+def start_states(config: WeightsConfig, weights_path: Path | None, num_frames: int, size: int, seed: int | None,
+                 spawn: int | None, rng: np.random.Generator) -> AtariStarts | SpawnStarts:
+    """Atari engines start from the real game (whose emulator then runs beside the world model); CS:GO and recorded
+    games from the spawn points shipped with their weights (`spawn`: a fixed one, or None for a random one)."""
+    if config.kind == "atari":
+        return AtariStarts(config.game, num_frames, size, seed)
+    if weights_path is None:
+        raise UserError("these weights were not loaded from a weights directory, so they have no spawn points: "
+                        "import them with `diamond-play import … --out DIR`")
+    return SpawnStarts(load_spawns(Path(weights_path) / SPAWN_DIR), spawn, rng)

@@ -10,12 +10,11 @@ import numpy as np
 import torch
 
 from diamond_play.accel.modes import ExecutionMode, execution_mode_named
-from diamond_play.data.spawns import load_spawns
 from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
-from diamond_play.starts import AtariStarts, SpawnStarts
+from diamond_play.starts import AtariStarts, default_horizon, start_states
 
 
 class WorldModelEnv(gym.Env):
@@ -36,7 +35,7 @@ class WorldModelEnv(gym.Env):
         if isinstance(mode, str):
             mode = execution_mode_named(mode, torch.device(device))
         self.engine = WorldModelEngine(agent, device=device, seed=0, mode=mode, defer_compile=mode.compile,
-                                       horizon=horizon or (50 if cfg.kind == "atari" else 1000))
+                                       horizon=horizon or default_horizon(cfg))
         self.compiler = NetworkCompiler(self.engine)
         self.compiler.run()  # compiled modes: now, not mid-episode
         self.render_mode = render_mode
@@ -44,14 +43,8 @@ class WorldModelEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
         self.action_space = (gym.spaces.MultiBinary(cfg.num_actions) if self.engine.multi_hot
                              else gym.spaces.Discrete(cfg.num_actions))
-        if cfg.kind == "atari":
-            self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
-                                                                 self.engine.low_res_size[0], seed=0)
-        else:
-            if agent.weights_path is None:
-                raise UserError("a world model without an emulator needs spawn points: load it from a weights dir")
-            self.starts = SpawnStarts(load_spawns(Path(agent.weights_path) / "spawn"), spawn,
-                                      np.random.default_rng(0))
+        self.starts = start_states(cfg, agent.weights_path, self.engine.num_cond, self.engine.low_res_size[0], seed=0,
+                                   spawn=spawn, rng=np.random.default_rng(0))
         self._frame: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -10,13 +10,12 @@ import torch
 
 from diamond_play.accel.modes import ExecutionMode
 from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
-from diamond_play.data.spawns import load_spawns
 from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
 from diamond_play.frames import tensor_to_frames
 from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
-from diamond_play.starts import AtariStarts, SpawnStarts
+from diamond_play.starts import AtariStarts, default_horizon, start_states
 
 
 @dataclass
@@ -90,13 +89,12 @@ class PlaySession:
         self.ignore_end = ignore_end
         self.reseeds = {"end": 0, "horizon": 0}  # re-seeds since the session started, by cause
         self.kind = cfg.kind
-        default_horizon = 50 if cfg.kind == "atari" else 1000  # official play settings
         # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready (the
         # engine says whether it can: CUDA-graph modes under torch.compile compile and capture at the first frame
         # instead). Without `compile_in_background` (headless runs) they compile before the first frame, so the
         # whole run is in one mode and a seed reproduces it.
         self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
-                                       horizon=horizon or default_horizon, mode=mode,
+                                       horizon=horizon or default_horizon(cfg), mode=mode,
                                        defer_compile=mode is not None and mode.compile)
         self.compiler = NetworkCompiler(self.engine)
         if compile_in_background:
@@ -104,16 +102,8 @@ class PlaySession:
         else:
             self.compiler.run()
         self.rng = np.random.default_rng(seed)
-        if cfg.kind == "atari":
-            self.starts: AtariStarts | SpawnStarts = AtariStarts(cfg.game, self.engine.num_cond,
-                                                                 self.engine.low_res_size[0], seed)
-        else:
-            spawn_dir = agent.weights_path / "spawn" if agent.weights_path is not None else None
-            if spawn_dir is None:
-                raise UserError("these weights were not loaded from a weights directory, so they have no spawn "
-                                "points: import them with `diamond-play import … --out DIR`")
-            # CS:GO and custom engines have no emulator: they start from spawn points shipped with the weights.
-            self.starts = SpawnStarts(load_spawns(spawn_dir), spawn, self.rng)
+        self.starts = start_states(cfg, agent.weights_path, self.engine.num_cond, self.engine.low_res_size[0], seed,
+                                   spawn, self.rng)
         self.policy = Policy(agent, self.engine.generator) if agent.actor_critic is not None else None
         self.recorder = None
         if record_dataset is not None:
