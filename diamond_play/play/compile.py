@@ -8,6 +8,7 @@ frame, so a seed reproduces them exactly).
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -64,15 +65,18 @@ class NetworkCompiler:
         per_call_graphs = not mode.cuda_graph
         try:
             randn = make_randn(device, generator=torch.Generator(device).manual_seed(0))
-            dynamics = AcceleratedDenoiser(engine.agent.denoiser, self._track(
-                compile_denoise(engine.agent.denoiser, mode, device, per_call_graphs)))
+            # Compiled from shallow copies (shared parameters, own attributes): exporting sets attributes on the
+            # module it traces, which the eager steps running meanwhile must not see.
+            den = engine.agent.denoiser
+            dynamics = AcceleratedDenoiser(den, self._track(compile_denoise(copy.copy(den), mode, device,
+                                                                            per_call_graphs)))
             upsampler = rew_end_step = None
             with torch.no_grad(), engine.autocast():
                 low = predict_low_res(dynamics, engine.sampling.dynamics, engine.obs.clone(), engine.act.clone(),
                                       randn)
                 up = engine.agent.upsampler
                 if up is not None and engine.full_res is not None and engine.sampling.upsampler is not None:
-                    upsampler = AcceleratedDenoiser(up, self._track(compile_denoise(up, mode, device,
+                    upsampler = AcceleratedDenoiser(up, self._track(compile_denoise(copy.copy(up), mode, device,
                                                                                     per_call_graphs)))
                     upsample_frame(upsampler, engine.sampling.upsampler, low, engine.full_res.clone(), randn)
                 model = engine.agent.rew_end_model
