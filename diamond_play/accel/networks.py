@@ -29,7 +29,7 @@ RewEndStep = Callable[..., tuple[Tensor, Tensor, tuple[Tensor, Tensor]]]
 class AcceleratedDenoiser:
     """A denoiser as the execution mode runs it: `denoise` (the module's arguments and results) with the
     per-sample maths run by `batch_fn`, the module's own `denoise_batch` or a compiled version of it. The frame
-    functions (`engine.predict_low_res`, `engine.upsample_frame`) take it where they take a `Denoiser`."""
+    functions (`imagine.predict_low_res`, `imagine.upsample_frame`) take it where they take a `Denoiser`."""
 
     def __init__(self, denoiser: Denoiser, batch_fn: DenoiseBatch | None = None) -> None:
         self.module = denoiser
