@@ -49,6 +49,17 @@ def find_window(env: dict, name: str, app: subprocess.Popen, timeout: float = 90
     raise AssertionError(f"the window did not appear: {app.stderr.read() if app.poll() is not None else ''}")
 
 
+def send_key(env: dict, name: str, app: subprocess.Popen, key: str) -> None:
+    """Type `key` into the window titled `name`, looked up just before: an id found earlier can have gone stale
+    (X answers BadWindow), so a failed send looks the window up and tries again."""
+    for _ in range(3):
+        window = find_window(env, name, app)
+        if subprocess.run(["xdotool", "key", "--window", window, key], env=env, timeout=10).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"xdotool could not send {key} to the window")
+
+
 def window_left_and_width(env: dict, name: str) -> tuple[int, int]:
     """Left edge and width of the window titled `name` (looked up by title: SDL may re-create it on a resize)."""
     tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
@@ -75,16 +86,14 @@ def test_real_window_under_xvfb(xvfb_display, atari_weights, tmp_path):
         assert image.std() > 5  # not blank
         # Keys typed into the real window reach the app: Right widens it to the side-by-side view, which stays
         # centred on the screen; Escape closes it.
-        subprocess.run(["xdotool", "windowactivate", "--sync", window], env=env, timeout=10)
-        subprocess.run(["xdotool", "key", "--window", window, "Right"], env=env, check=True, timeout=10)
+        send_key(env, "diamond-play", app, "Right")
         left, width = window_left_and_width(env, "diamond-play")
         deadline = time.time() + 20
         while (width != 2 * 256 + 8 or abs(left + width / 2 - 1024 / 2) > 2) and time.time() < deadline:
             time.sleep(0.2)
             left, width = window_left_and_width(env, "diamond-play")
         assert width == 2 * 256 + 8 and abs(left + width / 2 - 1024 / 2) <= 2, (left, width)
-        window = find_window(env, "diamond-play", app)
-        subprocess.run(["xdotool", "key", "--window", window, "Escape"], env=env, check=True, timeout=10)
+        send_key(env, "diamond-play", app, "Escape")
         out, err = app.communicate(timeout=30)
     finally:
         if app.poll() is None:

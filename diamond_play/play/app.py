@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -107,14 +108,12 @@ class Renderer:
                 surface.blit(r, (4, top + 3 + self.LINE * i))
 
 
-def centre_window() -> None:
-    """Put the (resized) window back in the middle of the screen: SDL keeps its top-left corner."""
-    try:
-        from pygame._sdl2.video import WINDOWPOS_CENTERED, Window
-
-        Window.from_display_module().position = WINDOWPOS_CENTERED
-    except (ImportError, AttributeError, pygame.error):  # a build without the SDL2 window API: leave it
-        pass
+def centred_window(size: tuple[int, int]) -> pygame.Surface:
+    """The window at `size`, put (back) in the middle of the screen: SDL would keep its top-left corner on a
+    resize. Asked through SDL's own hint, which pygame applies on every set_mode; `pygame._sdl2.video.Window.
+    from_display_module()` would do it too, but in pygame 2.6 freeing that borrowed window corrupts the heap."""
+    os.environ.setdefault("SDL_VIDEO_CENTERED", "1")
+    return pygame.display.set_mode(size)
 
 
 def screen_pixels(surface: pygame.Surface) -> np.ndarray:
@@ -301,7 +300,7 @@ class WindowApp:
         self.controls = make_controls(session, opts)
         self.scripted = scripted_actions(session, opts.actions) if opts.actions not in ("human", "policy") else None
         self.view = self.state.view
-        self.screen = pygame.display.set_mode(self.renderer.screen_size(self.view))
+        self.screen = centred_window(self.renderer.screen_size(self.view))
         self.grabbed = False
         if self.csgo:
             self.set_grab(True)
@@ -356,8 +355,7 @@ class WindowApp:
                 state.single_step = False
         if state.view != self.view:
             self.view = state.view
-            self.screen = pygame.display.set_mode(self.renderer.screen_size(self.view))
-            centre_window()
+            self.screen = centred_window(self.renderer.screen_size(self.view))
         self.renderer.draw(self.screen, state.view, state.hud_lines())
         pygame.display.flip()
         self.clock.tick(120)
