@@ -17,7 +17,7 @@ from diamond_play.data.episodes import Episode
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.train.atari import AtariTrainConfig, forever
 from diamond_play.train.core import ModelTrainer, OptimConfig, finish_distributed, init_distributed
-from diamond_play.train.rl import ImaginedEnvs, RolloutRunner, imagination_loss_fn
+from diamond_play.train.rl import ImaginedEnvs, RolloutRunner, imagination_loss_fn, imagination_world_model
 from diamond_play.train.world_model import batches, denoiser_loss, upsampler_loss
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[2] == "actor_critic":
         # The actor-critic learns in imagination: each rank rolls out its own imagined episodes.
         starts = SegmentSampler([ep], seq_length=4, batch_size=2, seed=info.rank)
-        envs = ImaginedEnvs(agent, starts, ATARI_SAMPLER, horizon=3, device=cpu)
+        envs = ImaginedEnvs(imagination_world_model(agent, 2, ATARI_SAMPLER, cpu), starts, horizon=3)
         runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
         model = agent.actor_critic
         trainer = ModelTrainer("actor_critic", model, OptimConfig(), cpu, dist_info=info)

@@ -27,6 +27,7 @@ from diamond_play.train.rl import (
     ImaginedEnvs,
     RolloutRunner,
     actor_critic_loss,
+    imagination_world_model,
     lambda_returns,
 )
 from diamond_play.weights.format import load_weights_dir, save_weights_dir
@@ -212,8 +213,8 @@ def test_rollout_loss_and_gradients_match_the_papers_algorithm(engine_and_data):
     expected = paper_rollout_loss(agent, SegmentSampler(episodes, 4, num_envs, seed=1), steps, horizon, cfg)
 
     torch.manual_seed(0)
-    envs = ImaginedEnvs(agent, SegmentSampler(episodes, 4, num_envs, seed=1), ATARI_SAMPLER, horizon,
-                        torch.device("cpu"))
+    envs = ImaginedEnvs(imagination_world_model(agent, num_envs, ATARI_SAMPLER, torch.device("cpu")),
+                        SegmentSampler(episodes, 4, num_envs, seed=1), horizon)
     r = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim).rollout(agent.actor_critic, steps)
     returns = lambda_returns(r.rew, r.end, r.trunc, r.val_bootstrap, cfg.gamma, cfg.lambda_)
     loss, _ = actor_critic_loss(r.logits_act, r.act, r.val, returns, cfg)

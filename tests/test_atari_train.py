@@ -22,7 +22,7 @@ from diamond_play.config import ATARI_SAMPLER
 from diamond_play.data.episodes import Dataset
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.envs.atari import AtariEnv, human_normalized_score, reference_scores
-from diamond_play.train.rl import ImaginedEnvs, RolloutRunner
+from diamond_play.train.rl import ImaginedEnvs, RolloutRunner, imagination_world_model
 
 TESTS = Path(__file__).parent
 RUN_ARGS = ["train", "atari", "Breakout", "--preset", "tiny", "total_env_steps=600"]
@@ -100,7 +100,7 @@ def test_imagination_rollouts_have_the_right_shapes_and_masks(full_run):
     ds = Dataset(full_run)
     episodes = [ds[i] for i in range(len(ds))]
     starts = SegmentSampler(episodes, 4, batch_size=3, seed=0, recency=True)
-    envs = ImaginedEnvs(agent, starts, ATARI_SAMPLER, horizon=5, device=torch.device("cpu"))
+    envs = ImaginedEnvs(imagination_world_model(agent, 3, ATARI_SAMPLER, torch.device("cpu")), starts, horizon=5)
     runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
     torch.manual_seed(0)
     r = runner.rollout(agent.actor_critic, 7)

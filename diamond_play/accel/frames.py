@@ -1,5 +1,5 @@
-"""The engine's per-frame function for an execution mode: eager (one network call after another) or graphed (the
-whole frame replayed as one CUDA graph). Both read the engine's fixed buffers and return the next low-res frame,
+"""The world model's per-frame function for an execution mode: eager (one network call after another) or graphed (the
+whole frame replayed as one CUDA graph). Both read the world model's fixed buffers and return the next low-res frame,
 the full-res frame of two-stage engines, and the time of each part."""
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from diamond_play.models.denoiser import Randn
 
 
 class Timer:
-    """Wall-clock laps that wait for the GPU, so component times are real."""
+    """Wall-clock laps that wait for the GPU (`wait_for_gpu`), so component times are real."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, wait_for_gpu: bool = True) -> None:
+        self.sync = wait_for_gpu and device.type == "cuda"
         self.device = device
         self.restart()
 
@@ -31,7 +32,7 @@ class Timer:
         self.start = self.last = self._now()
 
     def _now(self) -> float:
-        if self.device.type == "cuda":
+        if self.sync:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
@@ -46,8 +47,8 @@ class Timer:
 
 @dataclass
 class FrameBuffers:
-    """The engine's buffers a frame reads: frame stack (1, L, C, h, w), actions (1, L[, A]) whose last slot holds
-    the new action, and the previous full-res frame (two-stage engines)."""
+    """The world model's buffers a frame reads: frame stack (B, L, C, h, w), actions (B, L[, A]) whose last slot
+    holds the new action, and the previous full-res frame (two-stage engines)."""
 
     obs: Tensor
     act: Tensor

@@ -27,7 +27,9 @@ class ExecutionMode:
 
     name: str = "eager-fp32"
     bf16: bool = False
-    """bf16 autocast (CPUs with AVX-512 bf16 / AMX, and GPUs), with convolution and linear weights stored in bf16."""
+    """bf16 autocast (CPUs with AVX-512 bf16 / AMX, and GPUs)."""
+    bf16_weights: bool = False
+    """Convolution and linear weights stored in bf16 (inference only; what autocast casts them to anyway)."""
     channels_last: bool = False
     """NHWC memory layout for the convolutions."""
     compile: bool = False
@@ -57,15 +59,22 @@ class ExecutionMode:
 EXECUTION_MODES = {
     m.name: m for m in (
         ExecutionMode("eager-fp32"),
-        ExecutionMode("eager-bf16", bf16=True, inference_kernels=True),
-        ExecutionMode("eager-bf16-cl", bf16=True, channels_last=True, inference_kernels=True),
+        ExecutionMode("eager-bf16", bf16=True, bf16_weights=True, inference_kernels=True),
+        ExecutionMode("eager-bf16-cl", bf16=True, bf16_weights=True, channels_last=True, inference_kernels=True),
         ExecutionMode("compiled-fp32", compile=True, inference_kernels=True),
-        ExecutionMode("compiled-bf16-cl", bf16=True, channels_last=True, compile=True, inference_kernels=True),
-        ExecutionMode("graph-bf16-cl", bf16=True, channels_last=True, inference_kernels=True, cuda_graph=True),
-        ExecutionMode("compiled-graph-bf16-cl", bf16=True, channels_last=True, compile=True, inference_kernels=True,
+        ExecutionMode("compiled-bf16-cl", bf16=True, bf16_weights=True, channels_last=True, compile=True,
+                      inference_kernels=True),
+        ExecutionMode("graph-bf16-cl", bf16=True, bf16_weights=True, channels_last=True, inference_kernels=True,
                       cuda_graph=True),
+        ExecutionMode("compiled-graph-bf16-cl", bf16=True, bf16_weights=True, channels_last=True, compile=True,
+                      inference_kernels=True, cuda_graph=True),
     )
 }
+
+
+# bf16 autocast over the modules as they are: for networks that are still training (the Atari 100k loop's
+# imagination), which no inference mode may change in place.
+AUTOCAST_BF16 = ExecutionMode("autocast-bf16", bf16=True)
 
 
 def with_levers(mode: ExecutionMode, **levers: object) -> ExecutionMode:

@@ -142,7 +142,7 @@ def prepare_networks(agent: Agent, mode: ExecutionMode, device: torch.device, co
             continue
         if mode.channels_last:
             model.to(memory_format=torch.channels_last)
-        if mode.bf16:
+        if mode.bf16_weights:
             store_autocast_weights_in_bf16(model)
         if mode.inference_kernels:
             parallel_stats = device.type == "cuda"  # on CPUs the native group norm is as fast or faster

@@ -13,6 +13,7 @@ Run directory: config.yaml, checkpoints/{state.pt, last/, best/}, log.csv and Te
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import shutil
@@ -27,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from diamond_play import __version__
+from diamond_play.accel.modes import ExecutionMode, execution_mode_named
 from diamond_play.config import (
     ACTOR_CRITIC_SIZES,
     ActorCriticConfig,
@@ -59,7 +61,13 @@ from diamond_play.train.core import (
     set_rng_state,
     starting_command,
 )
-from diamond_play.train.rl import ActorCriticLossConfig, ImaginedEnvs, RolloutRunner, imagination_loss_fn
+from diamond_play.train.rl import (
+    ActorCriticLossConfig,
+    ImaginedEnvs,
+    RolloutRunner,
+    imagination_loss_fn,
+    imagination_world_model,
+)
 from diamond_play.weights.format import MODEL_FILE, SPAWN_DIR, file_sha256
 
 
@@ -105,6 +113,10 @@ class AgentTrainConfig:
     device: str = "auto"
     amp: bool = False
     """bf16 autocast for imagination and the actor-critic."""
+    world_model_mode: str = "auto"
+    """How imagination runs the frozen world model: an execution mode without CUDA graphs (`diamond-play play
+    --help` lists them; compiled modes compile once for the batch of `num_envs`), or auto: eager-bf16-cl with
+    amp, else eager-fp32."""
     seed: int = 0
     num_threads: int = 0
     """CPU threads for torch (0: the idle cores, at least 1). On a machine shared with another job, 1."""
@@ -215,6 +227,15 @@ def breakout_probe(policy: torch.nn.Module, probe: BreakoutProbeFrames, action_n
 # The run
 
 
+def imagination_mode(cfg: AgentTrainConfig, device: torch.device) -> ExecutionMode:
+    name = cfg.world_model_mode if cfg.world_model_mode != "auto" else "eager-bf16-cl" if cfg.amp else "eager-fp32"
+    mode = execution_mode_named(name, device)
+    if mode.cuda_graph:
+        raise UserError(f"world_model_mode={name} replays CUDA graphs, which imagination does not use: pick a mode "
+                        "without graph in its name")
+    return mode
+
+
 def load_config(run: RunDir, resume: bool, layers: list[dict[str, Any]], overrides: list[str]) -> AgentTrainConfig:
     if resume:
         return build_run_config(AgentTrainConfig, [read_yaml(run.config_path)], overrides)
@@ -275,7 +296,10 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     if cfg.num_steps_denoising:
         sampler = dataclasses.replace(sampler, num_steps_denoising=cfg.num_steps_denoising)
     starts = SegmentSampler(episodes, agent.denoiser.num_steps_conditioning, cfg.num_envs, seed=cfg.seed + 200)
-    envs = ImaginedEnvs(agent, starts, sampler, cfg.horizon, device, bf16=cfg.amp)
+    mode = imagination_mode(cfg, device)
+    frozen = copy.deepcopy(agent)  # the mode prepares its networks in place; the exported engine stays as loaded
+    frozen.actor_critic = None
+    envs = ImaginedEnvs(imagination_world_model(frozen, cfg.num_envs, sampler, device, mode), starts, cfg.horizon)
     runner = RolloutRunner(envs, ac_cfg.lstm_dim)
     trainer = ModelTrainer("actor_critic", agent.actor_critic, cfg.optim, device, cfg.amp)
     loss_fn = imagination_loss_fn(runner, cfg.backup_every, cfg.rl)
@@ -339,7 +363,7 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
                 "recipe": "train agent", "engine": str(cfg.engine), "data": str(dataset.root),
                 "actor_critic_steps": trainer.steps, "epochs": epoch, "command": command,
                 "imagination": f"{cfg.num_envs} envs, horizon {cfg.horizon}, {sampler.num_steps_denoising} Euler "
-                               f"steps, {'bf16' if cfg.amp else 'fp32'}",
+                               f"steps, world model {mode.name}, actor-critic {'bf16' if cfg.amp else 'fp32'}",
                 "train_hours": round(hours, 2), "trained_with": f"diamond_play {__version__}",
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}
             run.export_weights(agent, best=is_best)

@@ -26,6 +26,7 @@ from torch.distributions import Categorical
 from tqdm import tqdm
 
 from diamond_play import __version__
+from diamond_play.accel.modes import AUTOCAST_BF16, ExecutionMode
 from diamond_play.config import (
     ACTOR_CRITIC_SIZES,
     ATARI_SAMPLER,
@@ -77,6 +78,7 @@ from diamond_play.train.rl import (
     ImaginedEnvs,
     RolloutRunner,
     imagination_loss_fn,
+    imagination_world_model,
 )
 from diamond_play.train.world_model import (
     batches,
@@ -380,7 +382,10 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
                                  recency=True, beyond_end=True)
     start_sampler = SegmentSampler(episodes, cfg.num_steps_conditioning, cfg.actor_critic.batch_size,
                                    seed=seed + 200, recency=True)
-    envs = ImaginedEnvs(agent, start_sampler, ATARI_SAMPLER, cfg.imagination_horizon, device, bf16=cfg.amp)
+    # The networks keep training: a mode that leaves the modules as they are.
+    world_model = imagination_world_model(agent, cfg.actor_critic.batch_size, ATARI_SAMPLER, device,
+                                          AUTOCAST_BF16 if cfg.amp else ExecutionMode())
+    envs = ImaginedEnvs(world_model, start_sampler, cfg.imagination_horizon)
     runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
     phases = [
         (ModelTrainer("denoiser", agent.denoiser, cfg.denoiser.optim, device, cfg.amp, cfg.compile, dist_info),

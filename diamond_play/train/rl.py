@@ -10,6 +10,7 @@ as the official env loop does, and returns what the λ-return loss needs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
+from diamond_play.accel.modes import ExecutionMode
 from diamond_play.config import SamplerConfig
 from diamond_play.data.segments import SegmentSampler
-from diamond_play.imagine import predict_low_res
 from diamond_play.models.agent import Agent
-from diamond_play.models.denoiser import make_randn
+from diamond_play.world_model import HiddenState, WorldModel
 
 
 @dataclass
@@ -70,9 +71,6 @@ def actor_critic_loss(logits: Tensor, actions: Tensor, values: Tensor, returns: 
 # ---------------------------------------------------------------------------------------------------------------
 # Imagination
 
-HiddenState = tuple[Tensor, Tensor]
-
-
 @dataclass
 class Rollout:
     """T imagined steps of B environments. Step t: the actor saw obs[:, t], took act[:, t] and got rew/end/trunc;
@@ -89,79 +87,74 @@ class Rollout:
 
 
 class ImaginedEnvs:
-    """B environments simulated by the world model (denoiser + reward/termination model), without gradients."""
+    """B environments simulated by a batched world model (denoiser + reward/termination model), without
+    gradients: episodes start from real dataset segments and are truncated after `horizon` steps."""
 
-    def __init__(self, agent: Agent, segments: SegmentSampler, sampler: SamplerConfig, horizon: int,
-                 device: torch.device, bf16: bool = False) -> None:
-        if agent.rew_end_model is None:
+    def __init__(self, world_model: WorldModel, segments: SegmentSampler, horizon: int) -> None:
+        if world_model.agent.rew_end_model is None:
             raise ValueError("imagination needs a reward/termination model")
-        self.denoiser, self.rew_end_model = agent.denoiser, agent.rew_end_model
-        self.segments, self.sampler, self.horizon = segments, sampler, horizon
-        self.device, self.bf16 = device, bf16
-        self.num_envs = segments.batch_size
-        self.randn = make_randn(device)  # the global RNG, so a resumed run continues the same random stream
-        self.obs = self.act = self.t = None
-        self.rew_end_state: HiddenState | None = None
+        if world_model.num_envs != segments.batch_size:
+            raise ValueError(f"a world model of {world_model.num_envs} environments cannot take batches of "
+                             f"{segments.batch_size} start segments")
+        self.world_model, self.segments, self.horizon = world_model, segments, horizon
+        self.device = world_model.device
+        self.num_envs = world_model.num_envs
+        self.t: Tensor | None = None
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def _start_states(self, n: int) -> tuple[Tensor, Tensor, HiddenState]:
-        """n segments of L frames, and the reward/termination LSTM burned in on their transitions."""
-        batch = self.segments.sample(n).to(self.device)
-        with self._autocast():
-            _, _, state = self.rew_end_model.predict_rew_end(batch.obs[:, :-1], batch.act[:, :-1], batch.obs[:, 1:])
-        return batch.obs, batch.act, (state[0].float(), state[1].float())
+    def _restart(self, rows: Tensor | None) -> Tensor:
+        """Fresh segments into `rows` (None: all) -> their frames before the current one (n, L−1, C, H, W)."""
+        batch = self.segments.sample(self.num_envs if rows is None else len(rows)).to(self.device)
+        self.world_model.fill(batch.obs, batch.act, rows=rows)
+        return batch.obs[:, :-1]
 
     @torch.no_grad()
     def reset(self) -> tuple[Tensor, Tensor]:
         """Restart every environment -> (current obs (B, C, H, W), the L − 1 frames before it (B, L−1, C, H, W))."""
-        self.obs, self.act, self.rew_end_state = self._start_states(self.num_envs)
+        self._restart(None)
         self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
-        return self.obs[:, -1].clone(), self.obs[:, :-1].clone()
-
-    @torch.no_grad()
-    def _reset_envs(self, idx: Tensor) -> Tensor:
-        obs, act, (h, c) = self._start_states(len(idx))
-        assert self.obs is not None and self.act is not None and self.t is not None and self.rew_end_state
-        self.obs[idx], self.act[idx], self.t[idx] = obs, act, 0
-        self.rew_end_state[0][:, idx], self.rew_end_state[1][:, idx] = h, c
-        return obs[:, :-1]
+        obs = self.world_model.obs
+        return obs[:, -1].clone(), obs[:, :-1].clone()
 
     def state_dict(self) -> dict[str, Tensor | None]:
-        h, c = self.rew_end_state if self.rew_end_state is not None else (None, None)
-        return {"obs": self.obs, "act": self.act, "t": self.t, "rew_end_h": h, "rew_end_c": c}
+        wm = self.world_model
+        h, c = wm.rew_end_state if wm.rew_end_state is not None else (None, None)
+        return {"obs": wm.obs.clone(), "act": wm.act.clone(), "t": self.t, "rew_end_h": h, "rew_end_c": c}
 
     def load_state_dict(self, state: dict[str, Tensor | None]) -> None:
-        def dev(x: Tensor | None) -> Tensor | None:
-            return None if x is None else x.to(self.device)
-
-        self.obs, self.act, self.t = dev(state["obs"]), dev(state["act"]), dev(state["t"])
-        h, c = dev(state["rew_end_h"]), dev(state["rew_end_c"])
-        self.rew_end_state = None if h is None or c is None else (h, c)
+        wm = self.world_model
+        obs, act, t, h, c = (state[k] for k in ("obs", "act", "t", "rew_end_h", "rew_end_c"))
+        self.t = None if t is None else t.to(self.device)
+        if obs is None or act is None:
+            return
+        wm.obs.copy_(obs)
+        wm.act.copy_(act)
+        wm.rew_end_state = None if h is None or c is None else (h.to(self.device), c.to(self.device))
 
     @torch.no_grad()
     def step(self, act: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """-> (obs, rew, end, trunc, final_obs, burn-in frames of the restarted envs or None).
 
         `obs` is already the first frame of a new episode where one ended (`final_obs` holds the last frame)."""
-        assert self.obs is not None and self.act is not None and self.t is not None
-        self.act[:, -1] = act
-        with self._autocast():
-            next_obs = predict_low_res(self.denoiser, self.sampler, self.obs, self.act, self.randn).float()
-            logits_rew, logits_end, state = self.rew_end_model.predict_rew_end(
-                self.obs[:, -1:], self.act[:, -1:], next_obs[:, None], self.rew_end_state)
-        self.rew_end_state = (state[0].float(), state[1].float())
-        rew = Categorical(logits=logits_rew[:, 0].float()).sample().float() - 1
-        end = Categorical(logits=logits_end[:, 0].float()).sample()
+        assert self.t is not None
+        out = self.world_model.step_batch(act)
+        assert out.reward is not None and out.end is not None
+        final_obs = out.low_res.float().clone()
         self.t += 1
         trunc = (self.t >= self.horizon).long()
-        self.obs = self.obs.roll(-1, dims=1)
-        self.act = self.act.roll(-1, dims=1)
-        self.obs[:, -1] = next_obs
-        dead = (end.bool() | trunc.bool()).nonzero().squeeze(1)
-        burn_in = self._reset_envs(dead) if len(dead) else None
-        return self.obs[:, -1].clone(), rew, end, trunc, next_obs, burn_in
+        dead = (out.end.bool() | trunc.bool()).nonzero().squeeze(1)
+        burn_in = None
+        if len(dead):
+            burn_in = self._restart(dead)
+            self.t[dead] = 0
+        return self.world_model.obs[:, -1].clone(), out.reward, out.end, trunc, final_obs, burn_in
+
+
+def imagination_world_model(agent: Agent, num_envs: int, sampler: SamplerConfig, device: torch.device,
+                            mode: ExecutionMode | None = None) -> WorldModel:
+    """The batched world model the imagined environments step, sampling with `sampler` (e.g. fewer Euler steps
+    than play). `mode` prepares the networks in place: eager-fp32 or AUTOCAST_BF16 for networks still training."""
+    sampling = dataclasses.replace(agent.config.sampling, dynamics=sampler)
+    return WorldModel(agent, num_envs, sampling, device, mode)
 
 
 class RolloutRunner:
