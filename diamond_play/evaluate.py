@@ -23,9 +23,10 @@ from tqdm import tqdm
 from diamond_play.data.episodes import Dataset, Episode
 from diamond_play.errors import UserError
 from diamond_play.frames import frames_to_tensor, real_above_imagined
-from diamond_play.imagine import predict_low_res, upsample_frame
+from diamond_play.imagine import imagine_next_frame
 from diamond_play.models.agent import Agent
 from diamond_play.models.denoiser import make_randn
+from diamond_play.world_model import WorldModel
 
 HORIZONS = (1, 4, 16, 64)
 
@@ -107,20 +108,6 @@ class EvalResult:
         return {k: round(float(v), 4) for k, v in out.items()}
 
 
-def _predict_low_res(agent: Agent, obs: Tensor, act: Tensor, randn) -> Tensor:
-    return predict_low_res(agent.denoiser, agent.config.sampling.dynamics, obs, act, randn).clamp(-1, 1)
-
-
-def _predict(agent: Agent, obs: Tensor, act: Tensor, prev_shown: Tensor, randn) -> tuple[Tensor, Tensor]:
-    """-> (the dynamics model's frame, the frame shown: the upsampler's for two-stage engines)."""
-    low = _predict_low_res(agent, obs, act, randn)
-    if agent.upsampler is None:
-        return low, low
-    assert agent.config.sampling.upsampler is not None
-    full = upsample_frame(agent.upsampler, agent.config.sampling.upsampler, low, prev_shown, randn)
-    return low, full.clamp(-1, 1)
-
-
 def _shown(agent: Agent, episode, t: int) -> np.ndarray:
     """The real frame a player sees at step t (full-res for two-stage engines)."""
     if agent.upsampler is None:
@@ -150,14 +137,35 @@ def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn,
         act = torch.from_numpy(np.stack([e.actions[t - n : t] for e, t in chunk])).to(device)
         real = frames_to_tensor(np.stack([_shown(agent, e, t) for e, t in chunk])).to(device)
         last = frames_to_tensor(np.stack([_shown(agent, e, t - 1) for e, t in chunk])).to(device)
-        _, pred = _predict(agent, obs, act, last, randn)
+        frame = imagine_next_frame(agent.denoiser, agent.upsampler, agent.config.sampling, obs, act, randn, last)
+        pred = frame.full_res if frame.full_res is not None else frame.low_res
         sums += [psnr(pred, real).sum().item(), ssim(pred, real).sum().item(), psnr(last, real).sum().item(),
                  ssim(last, real).sum().item()]
     return tuple((sums / len(windows)).tolist())  # type: ignore[return-value]
 
 
+def replay_world_model(agent: Agent, starts: list[tuple[Episode, int]], device: torch.device,
+                       generator: torch.Generator, with_full_res: bool) -> WorldModel:
+    """The batched core filled with each start's L real frames and actions (episode, first frame index), ready to
+    replay the real actions that follow."""
+    n = agent.denoiser.num_steps_conditioning
+    wm = WorldModel(agent, num_envs=len(starts), device=device, generator=generator)
+    obs = frames_to_tensor(np.stack([e.frames[s : s + n] for e, s in starts])).to(device)
+    act = torch.from_numpy(np.stack([e.actions[s : s + n] for e, s in starts])).to(device)
+    full_res = None
+    if with_full_res and agent.upsampler is not None:
+        full_res = frames_to_tensor(np.stack([_shown(agent, e, s + n - 1) for e, s in starts])).to(device)
+    wm.fill(obs, act, full_res)
+    return wm
+
+
+def replayed_action(starts: list[tuple[Episode, int]], n: int, k: int) -> Tensor:
+    """The real action after the k-th imagined frame's conditioning frames (B,)."""
+    return torch.from_numpy(np.stack([e.actions[s + n - 1 + k] for e, s in starts]))
+
+
 @torch.no_grad()
-def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn,
+def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, generator: torch.Generator,
               horizons: tuple[int, ...] = HORIZONS, starts_per_episode: int = 4,
               show_progress: bool = False) -> tuple[dict, dict, np.ndarray]:
     """Roll out max(horizons) steps from several starts; PSNR at each horizon and a strip of the first rollout."""
@@ -170,14 +178,13 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn
             starts += [(e, int(s)) for s in np.linspace(0, usable - 1, starts_per_episode).round().astype(int)]
     if not starts:
         raise UserError(f"no held-out episode is longer than {n + H} frames: use longer episodes or smaller horizons")
-    obs = frames_to_tensor(np.stack([e.frames[s : s + n] for e, s in starts])).to(device)
+    wm = replay_world_model(agent, starts, device, generator, with_full_res=True)
     last_real = frames_to_tensor(np.stack([_shown(agent, e, s + n - 1) for e, s in starts])).to(device)
-    shown = last_real.clone()
     model, baseline = {h: 0.0 for h in horizons}, {h: 0.0 for h in horizons}
     strip_real, strip_pred = [], []
     for k in tqdm(range(H), desc="eval: open loop", unit="step", leave=False, disable=not show_progress):
-        act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s in starts])).to(device)
-        low, shown = _predict(agent, obs, act, shown, randn)
+        out = wm.step_batch(replayed_action(starts, n, k))
+        shown = out.full_res if out.full_res is not None else out.low_res
         real = frames_to_tensor(np.stack([_shown(agent, e, s + n + k) for e, s in starts])).to(device)
         if k + 1 in model:
             model[k + 1] = psnr(shown, real).mean().item()
@@ -185,7 +192,6 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, randn
         if k < 16:
             strip_real.append(real[0])
             strip_pred.append(shown[0])
-        obs = torch.cat([obs[:, 1:], low[:, None]], dim=1)
     return model, baseline, real_above_imagined(strip_real, strip_pred)
 
 
@@ -218,7 +224,8 @@ def change_reproduced(imagined_after: Tensor, before: Tensor, after: Tensor, cha
 
 
 @torch.no_grad()
-def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, randn, max_events: int = 64,
+def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, generator: torch.Generator,
+                  max_events: int = 64,
                   batch_size: int = 32, show_progress: bool = False) -> tuple[float, int, np.ndarray] | None:
     """For each held-out reward event with a visible lasting change: does the open-loop rollout show it? An event
     counts as reproduced when at least half of its changed pixels reach their new state. -> (share of events
@@ -246,13 +253,10 @@ def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, r
     for i in tqdm(range(0, len(events), batch_size), desc="eval: reward events", unit="batch", leave=False,
                   disable=not show_progress):
         chunk = events[i : i + batch_size]
-        obs = torch.stack([frames[:n] for _, _, frames, _ in chunk]).to(device)
-        imagined = []
-        for k in range(steps):
-            act = torch.from_numpy(np.stack([e.actions[s + k : s + k + n] for e, s, _, _ in chunk])).to(device)
-            low = _predict_low_res(agent, obs, act, randn)  # no upsampler: the event is judged on these frames
-            imagined.append(low.cpu())
-            obs = torch.cat([obs[:, 1:], low[:, None]], dim=1)
+        starts = [(e, s) for e, s, _, _ in chunk]
+        wm = replay_world_model(agent, starts, device, generator, with_full_res=False)
+        # The event is judged on the dynamics model's frames.
+        imagined = [wm.step_batch(replayed_action(starts, n, k)).low_res.cpu() for k in range(steps)]
         rollouts = torch.stack(imagined, dim=1)  # (B, steps, C, H, W)
         for (_, _, frames, changed), rollout in zip(chunk, rollouts, strict=True):
             last_before, first_after = frames[n + EVENT_LEAD], frames[n + EVENT_LEAD + EVENT_SETTLE]
@@ -330,14 +334,14 @@ def evaluate(agent: Agent, episodes: list[Episode], device: torch.device | str =
     g = torch.Generator(device=device).manual_seed(seed)
     randn = make_randn(device, generator=g)
     one = one_step(agent, episodes, device, randn, show_progress=show_progress)
-    model, baseline, strip = open_loop(agent, episodes, device, randn, horizons, show_progress=show_progress)
+    model, baseline, strip = open_loop(agent, episodes, device, g, horizons, show_progress=show_progress)
     result = EvalResult(*one, open_loop_psnr=model, baseline_open_loop_psnr=baseline, num_episodes=len(episodes),
                         num_frames=sum(len(e) for e in episodes))
     acc = rew_end_accuracy(agent, episodes, device)
     if acc is not None:
         for name, value in zip(REW_END_METRICS, acc, strict=True):
             setattr(result, name, None if math.isnan(value) else value)
-    events = reward_events(agent, episodes, device, randn, show_progress=show_progress)
+    events = reward_events(agent, episodes, device, g, show_progress=show_progress)
     strips = {"open_loop": strip}
     if events is not None:
         result.reward_events_reproduced, result.num_reward_events, strips["reward_event"] = events
