@@ -282,7 +282,7 @@ def cmd_play_weights(args: argparse.Namespace) -> None:
                         "an official .pt; for the shipped or downloaded engines use `diamond-play atari GAME` or "
                         "`diamond-play csgo`")
     agent = load_agent(args.weights, device=resolve_device(args.device))
-    if agent.config.kind == "atari" and agent.config.game == "unknown":
+    if agent.config.game_kind.real_game and agent.config.game == "unknown":
         raise UserError(f"{args.weights} does not record which Atari game it plays: play it with `diamond-play "
                         f"atari GAME --weights {args.weights}`, or re-import it with --game GAME")
     args.help_keys = False
@@ -304,7 +304,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.agent:
         eval_agent(agent, args, device)
         return
-    if args.data is None and agent.config.kind != "atari":
+    if args.data is None and not agent.config.game_kind.real_game:
         raise UserError(f"these are {agent.config.kind} weights: pass --data HELD_OUT_DATASET (for CS:GO, the test "
                         "split of a prepared dataset, e.g. csgo_data/test)")
     game = canonical_game(args.game) if args.game else agent.config.game
@@ -336,7 +336,7 @@ def eval_agent(agent, args: argparse.Namespace, device) -> None:
 
     if agent.actor_critic is None:
         raise UserError(f"{str(args.weights)!r} has no actor-critic: train one with `diamond-play train agent`")
-    if agent.config.kind != "atari":
+    if not agent.config.game_kind.real_game:
         raise UserError("eval --agent plays the real game: it needs Atari weights")
     games = evaluate_policy(agent.actor_critic, agent.config.game, args.episodes, 0, args.seed, device)
     mean, std = float(np.mean(games.returns)), float(np.std(games.returns))

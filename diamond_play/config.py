@@ -144,13 +144,49 @@ class SamplingConfig:
     upsampler: SamplerConfig | None = None
 
 
+@dataclass(frozen=True)
+class GameKind:
+    """What differs between the kinds of engine — an Atari game, CS:GO, a game recorded by a user — said once, so
+    the rest of the code asks a question instead of comparing kind names."""
+
+    name: str
+    real_game: bool
+    """The real game runs beside the world model (ALE): start states come from it, `eval` can collect held-out
+    episodes and play an agent in it. Else start states are spawn points shipped with the weights."""
+    multi_hot_actions: bool
+    """Actions are CS:GO's multi-hot key/mouse vectors instead of discrete action ids."""
+    mouse: bool
+    """The window grabs the mouse and turns its movement into actions."""
+    smooth_scaling: bool
+    """The window scales frames smoothly (photographic frames) instead of nearest-neighbour (pixel art)."""
+    window_scale: int
+    """Window pixels per frame pixel; 0: grow small frames to about 512 pixels."""
+    play_horizon: int
+    """Imagined steps before play re-seeds from a start state (the official play settings)."""
+    horizon_keys: bool
+    """Up/Down change the horizon while playing (the official Atari play keys; its CS:GO play has none)."""
+
+
+GAME_KINDS = {
+    kind.name: kind for kind in (
+        GameKind("atari", real_game=True, multi_hot_actions=False, mouse=False, smooth_scaling=False, window_scale=0,
+                 play_horizon=50, horizon_keys=True),
+        GameKind("csgo", real_game=False, multi_hot_actions=True, mouse=True, smooth_scaling=True, window_scale=2,
+                 play_horizon=1000, horizon_keys=False),
+        GameKind("custom", real_game=False, multi_hot_actions=False, mouse=False, smooth_scaling=False,
+                 window_scale=0, play_horizon=1000, horizon_keys=True),
+    )
+}
+
+
 @dataclass
 class WeightsConfig:
     """Everything in a weights directory's config.yaml besides the tensors."""
 
     agent: AgentConfig
     game: str
-    kind: str = "atari"  # atari | csgo | custom
+    kind: str = "atari"
+    """atari | csgo | custom: the name of the engine's `GameKind` (`game_kind`)."""
     num_actions: int = 4
     action_names: list[str] = field(default_factory=list)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -159,6 +195,10 @@ class WeightsConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = 1
+
+    @property
+    def game_kind(self) -> GameKind:
+        return GAME_KINDS[self.kind]
 
 
 # ---------------------------------------------------------------------------------------------------------------

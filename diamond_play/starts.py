@@ -72,16 +72,13 @@ class SpawnStarts:
         pass
 
 
-def default_horizon(config: WeightsConfig) -> int:
-    """Imagined steps before play re-seeds from a start state: the official play settings (Atari 50, else 1000)."""
-    return 50 if config.kind == "atari" else 1000
 
 
 def start_states(config: WeightsConfig, weights_path: Path | None, num_frames: int, size: int, seed: int | None,
                  spawn: int | None, rng: np.random.Generator) -> AtariStarts | SpawnStarts:
     """Atari engines start from the real game (whose emulator then runs beside the world model); CS:GO and recorded
     games from the spawn points shipped with their weights (`spawn`: a fixed one, or None for a random one)."""
-    if config.kind == "atari":
+    if config.game_kind.real_game:
         return AtariStarts(config.game, num_frames, size, seed)
     if weights_path is None:
         raise UserError("these weights were not loaded from a weights directory, so they have no spawn points: "

@@ -80,7 +80,7 @@ class WorldModel:
         self.num_cond = agent.denoiser.num_steps_conditioning
         self.low_res_size = self._low_res_size()
         h, w = self.low_res_size
-        self.multi_hot = self.config.kind == "csgo"
+        self.multi_hot = self.config.game_kind.multi_hot_actions
         self.obs = torch.zeros(num_envs, self.num_cond, 3, h, w, device=self.device)
         act_shape = (num_envs, self.num_cond) + ((self.config.num_actions,) if self.multi_hot else ())
         self.act = torch.zeros(act_shape, device=self.device, dtype=torch.float32 if self.multi_hot else torch.long)

@@ -14,7 +14,7 @@ from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
-from diamond_play.starts import AtariStarts, default_horizon, start_states
+from diamond_play.starts import AtariStarts, start_states
 
 
 class WorldModelEnv(gym.Env):
@@ -35,7 +35,7 @@ class WorldModelEnv(gym.Env):
         if isinstance(mode, str):
             mode = execution_mode_named(mode, torch.device(device))
         self.engine = WorldModelEngine(agent, device=device, seed=0, mode=mode, defer_compile=mode.compile,
-                                       horizon=horizon or default_horizon(cfg))
+                                       horizon=horizon or cfg.game_kind.play_horizon)
         self.compiler = NetworkCompiler(self.engine)
         self.compiler.run()  # compiled modes: now, not mid-episode
         self.render_mode = render_mode

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pygame
 
+from diamond_play.config import GameKind
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.imagine import Cancelled
@@ -53,9 +54,9 @@ class Pacer:
             self.next = now
 
 
-def default_scale(kind: str, frame_hw: tuple[int, ...]) -> int:
-    """Window scale: CS:GO's 280x150 doubles; small frames grow to about 512 pixels."""
-    return 2 if kind == "csgo" else max(1, 512 // max(frame_hw))
+def default_scale(kind: GameKind, frame_hw: tuple[int, ...]) -> int:
+    """Window scale: the kind's own (CS:GO's 280x150 doubles), or small frames grow to about 512 pixels."""
+    return kind.window_scale or max(1, 512 // max(frame_hw))
 
 
 class Renderer:
@@ -70,7 +71,7 @@ class Renderer:
         self.session = session
         self.scale = scale
         self.hud_panel = hud_panel
-        self.smooth = session.kind == "csgo"
+        self.smooth = session.game_kind.smooth_scaling
         h, w = session.frame.shape[:2]
         self.panel = (w * scale, h * scale)
         self.font: pygame.font.Font | None = None
@@ -135,7 +136,7 @@ class Stats:
 
 
 def action_label(session: PlaySession, action) -> str:
-    if session.kind == "csgo":
+    if session.game_kind.multi_hot_actions:
         return csgo.describe_action(csgo.decode_action(np.asarray(action)))
     names = session.engine.config.action_names
     return names[int(action)] if int(action) < len(names) else str(int(action))
@@ -272,16 +273,16 @@ def handle_app_key(state: AppState, key: int) -> None:
     elif key in (pygame.K_LEFT, pygame.K_RIGHT) and s.has_real_env:
         i = VIEWS.index(state.view) + (1 if key == pygame.K_RIGHT else -1)
         state.view = VIEWS[i % len(VIEWS)]
-    elif key in (pygame.K_UP, pygame.K_DOWN) and s.kind != "csgo":
+    elif key in (pygame.K_UP, pygame.K_DOWN) and s.game_kind.horizon_keys:
         h = s.engine.horizon
         s.engine.horizon = h + 10 if key == pygame.K_UP else max(1, h - 10)
 
 
 def make_controls(session: PlaySession, opts: PlayOptions) -> AtariControls | CSGOControls | KeymapControls:
     cfg = session.engine.config
-    if cfg.kind == "csgo":
+    if cfg.game_kind.mouse:
         return CSGOControls(opts.mouse_multiplier)
-    if cfg.kind == "atari" or (not cfg.keymap and "NOOP" in cfg.action_names):  # ALE action names
+    if cfg.game_kind.real_game or (not cfg.keymap and "NOOP" in cfg.action_names):  # ALE action names
         return AtariControls(cfg.action_names)
     return KeymapControls(cfg.keymap or default_keymap(cfg.num_actions), cfg.num_actions)
 
@@ -293,16 +294,16 @@ class WindowApp:
         init_window_display()
         pygame.display.set_caption(f"diamond-play: {session.engine.config.game}")
         self.session, self.opts = session, opts
-        self.renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]),
+        self.renderer = Renderer(session, opts.size or default_scale(session.game_kind, session.frame.shape[:2]),
                                  hud_panel=opts.hud)
         self.state = AppState(session, opts)
-        self.csgo = session.kind == "csgo"
+        self.mouse = session.game_kind.mouse
         self.controls = make_controls(session, opts)
         self.scripted = scripted_actions(session, opts.actions) if opts.actions not in ("human", "policy") else None
         self.view = self.state.view
         self.screen = centred_window(self.renderer.screen_size(self.view))
         self.grabbed = False
-        if self.csgo:
+        if self.mouse:
             self.set_grab(True)
         self.worker = StepWorker(session)
         self.pacer = Pacer(opts.fps)
@@ -320,16 +321,16 @@ class WindowApp:
         if event.type == pygame.QUIT:
             self.state.quit = True
         elif event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE:
-            if self.csgo and self.grabbed:
+            if self.mouse and self.grabbed:
                 self.set_grab(False)  # first Esc frees the mouse, the second quits
             else:
                 self.state.quit = True
-        elif self.csgo and not self.grabbed and event.type == pygame.MOUSEBUTTONDOWN:
+        elif self.mouse and not self.grabbed and event.type == pygame.MOUSEBUTTONDOWN:
             self.set_grab(True)
         else:
             if event.type == pygame.KEYDOWN:
                 handle_app_key(self.state, event.key)
-            if not self.csgo or self.grabbed:
+            if not self.mouse or self.grabbed:
                 self.controls.handle_event(event)
 
     def tick(self) -> bool:
@@ -446,7 +447,7 @@ def run_headless(session: PlaySession, opts: PlayOptions) -> Stats:
     init_windowless_display()
     state = AppState(session, opts)
     scripted = None if opts.actions == "policy" else scripted_actions(session, opts.actions)
-    renderer = Renderer(session, opts.size or default_scale(session.kind, session.frame.shape[:2]),
+    renderer = Renderer(session, opts.size or default_scale(session.game_kind, session.frame.shape[:2]),
                         hud_panel=opts.hud)
     surface = pygame.Surface(renderer.screen_size(state.view))
     video = VideoRecorder(opts.record, opts.fps) if opts.record else None

@@ -10,6 +10,7 @@ import numpy as np
 import pygame
 import yaml
 
+from diamond_play.config import GAME_KINDS
 from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
 from diamond_play.envs.atari import AtariEnv
 from diamond_play.envs.pixels import make_pixel_env
@@ -73,7 +74,7 @@ def record(opts: RecordOptions) -> Dataset:
     screen = controls = None
     if human:
         init_window_display()  # before the dataset exists: without a display nothing is written
-        scale = opts.scale or default_scale("atari" if atari else "custom", tuple(frame_size))
+        scale = opts.scale or default_scale(GAME_KINDS["atari" if atari else "custom"], tuple(frame_size))
         screen = pygame.display.set_mode((frame_size[1] * scale, frame_size[0] * scale))
         pygame.display.set_caption(f"diamond-play record: {env.game} (Esc to stop)")
         controls = (AtariControls(env.action_meanings) if atari else KeymapControls(keymap, env.num_actions))

@@ -15,7 +15,7 @@ from diamond_play.errors import UserError
 from diamond_play.frames import tensor_to_frames
 from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
-from diamond_play.starts import AtariStarts, default_horizon, start_states
+from diamond_play.starts import AtariStarts, start_states
 
 
 @dataclass
@@ -88,13 +88,13 @@ class PlaySession:
         cfg = agent.config
         self.ignore_end = ignore_end
         self.reseeds = {"end": 0, "horizon": 0}  # re-seeds since the session started, by cause
-        self.kind = cfg.kind
+        self.game_kind = cfg.game_kind
         # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready (the
         # engine says whether it can: CUDA-graph modes under torch.compile compile and capture at the first frame
         # instead). Without `compile_in_background` (headless runs) they compile before the first frame, so the
         # whole run is in one mode and a seed reproduces it.
         self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
-                                       horizon=horizon or default_horizon(cfg), mode=mode,
+                                       horizon=horizon or cfg.game_kind.play_horizon, mode=mode,
                                        defer_compile=mode is not None and mode.compile)
         self.compiler = NetworkCompiler(self.engine)
         if compile_in_background:

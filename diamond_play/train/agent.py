@@ -264,7 +264,7 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     if agent.rew_end_model is None:
         raise UserError(f"engine {cfg.engine!r} has no reward/termination model: an agent learns from imagined "
                         "rewards; train one with `diamond-play train engine` (train_rew_end=true)")
-    if agent.upsampler is not None or agent.config.kind == "csgo":
+    if agent.upsampler is not None or agent.config.game_kind.multi_hot_actions:
         raise UserError("train agent needs a one-stage engine with discrete actions (Atari or a recorded game)")
     assert agent.weights_path is not None
     engine_digest = file_sha256(agent.weights_path / MODEL_FILE)
@@ -305,7 +305,7 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     loss_fn = imagination_loss_fn(runner, cfg.backup_every, cfg.rl)
     np_rngs = {"starts": starts.rng}
 
-    is_atari = agent.config.kind == "atari" and (agent.config.game in ATARI_100K_GAMES
+    is_atari = agent.config.game_kind.real_game and (agent.config.game in ATARI_100K_GAMES
                                                  or agent.config.game in ale_games())
     probe = (breakout_probe_frames(cfg.probe_frames, seed=cfg.seed + 77_777)
              if cfg.probe_frames and agent.config.game == "Breakout" else None)

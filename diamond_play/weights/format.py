@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from diamond_play.config import WeightsConfig, dump_yaml, from_dict, read_yaml
+from diamond_play.config import GAME_KINDS, WeightsConfig, dump_yaml, from_dict, read_yaml
 from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.weights.state_dict import load_state_dict_checked
@@ -84,7 +84,11 @@ def save_weights_dir(agent: Agent, out_dir: str | Path, overwrite: bool = False,
 
 
 def read_weights_config(weights_dir: Path) -> WeightsConfig:
-    return from_dict(WeightsConfig, read_yaml(weights_dir / CONFIG_FILE), "")
+    config = from_dict(WeightsConfig, read_yaml(weights_dir / CONFIG_FILE), "")
+    if config.kind not in GAME_KINDS:
+        raise UserError(f"{str(weights_dir / CONFIG_FILE)!r} says kind: {config.kind}; this version knows "
+                        f"{', '.join(GAME_KINDS)}: fix the file or update diamond_play")
+    return config
 
 
 def load_weights_dir(weights_dir: str | Path, device: torch.device | str = "cpu") -> Agent:

@@ -39,8 +39,13 @@ def user_weights_root() -> Path:
     return diamond_play_home() / "weights"
 
 
+def engine_name(kind: str, game: str | None = None) -> str:
+    """How the command line names an official engine: `csgo`, or `atari GAME` (the download command's words)."""
+    return "csgo" if kind == "csgo" else f"atari {game}"
+
+
 def default_weights_dir(kind: str, game: str | None = None) -> Path:
-    return user_weights_root() / ("csgo" if kind == "csgo" else f"atari/{game}")
+    return user_weights_root() / engine_name(kind, game).replace(" ", "/")
 
 
 @dataclass

@@ -43,12 +43,11 @@ def load_agent(path: str | Path, device: torch.device | str = "cpu", config: str
 
 def default_weights(kind: str, game: str | None = None) -> Path:
     """Weights to play when none are given: the project's shipped engine, else the downloaded official one."""
-    from diamond_play.weights.hub import default_weights_dir, shipped_weights_root
+    from diamond_play.weights.hub import default_weights_dir, engine_name, shipped_weights_root
 
-    sub = "csgo" if kind == "csgo" else f"atari/{game}"
-    for candidate in (shipped_weights_root() / sub, default_weights_dir(kind, game)):
+    what = engine_name(kind, game)
+    for candidate in (shipped_weights_root() / what.replace(" ", "/"), default_weights_dir(kind, game)):
         if is_weights_dir(candidate):
             return candidate
-    what = "csgo" if kind == "csgo" else f"atari {game}"
     raise UserError(f"no weights for {what}: run `diamond-play download {what}` (official weights from the Hugging "
                     "Face hub), or pass --weights DIR")
