@@ -7,6 +7,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -249,6 +250,32 @@ def test_agent_play_collection_and_end_probe_on_real_breakout(engine_and_data, t
     assert probe_main([str(engine), "--data", str(data), "--segments", "2", "--horizon", "2"]) == 0
     out = capsys.readouterr().out
     assert "P(end) at true ends: recorded actions" in out and "FIRE" in out and "holding: NOOP" in out
+
+
+def test_dream_probe_sets_policies_side_by_side_in_imagination_and_the_real_game(engine_and_data, tmp_path, capsys):
+    from data_tools.dream_probe import FIRE, LEFT, RIGHT, tracker_action
+    from data_tools.dream_probe import main as dream_main
+
+    engine, data = engine_and_data
+    with_agent = save_weights_dir(tiny_agent("atari"), tmp_path / "with_agent")
+    assert dream_main([str(engine), "--data", str(data), "--policies", "random", "tracker", "agent", "--agent",
+                       str(with_agent), "--envs", "2", "--steps", "3", "--horizon", "2", "--games", "1",
+                       "--max-real-steps", "30"]) == 0
+    out = capsys.readouterr().out
+    for name in ("random", "tracker", "agent"):
+        assert f"  {name}" in out
+    assert out.count("rewards/step") == 6 and "real game: return" in out
+    assert dream_main([str(engine), "--data", str(data), "--policies", "agent"]) == 2
+    assert "--agent" in capsys.readouterr().err
+
+    # The tracker reads the frame: the ball left of the paddle -> LEFT, right -> RIGHT, none -> FIRE.
+    frame = np.zeros((64, 64, 3), dtype=np.uint8)
+    frame[58, 30:38] = (200, 72, 72)
+    assert tracker_action(frame) == FIRE
+    frame[40, 10] = (200, 72, 72)
+    assert tracker_action(frame) == LEFT
+    frame[40, 10], frame[40, 55] = 0, (200, 72, 72)
+    assert tracker_action(frame) == RIGHT
 
 
 def test_eval_agent_plays_full_real_games(tmp_path, capsys):
