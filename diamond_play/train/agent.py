@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import datetime
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +32,11 @@ from diamond_play.config import (
     ACTOR_CRITIC_SIZES,
     ActorCriticConfig,
     WeightsConfig,
-    dump_yaml,
     read_yaml,
     sized,
 )
 from diamond_play.data.collect import BREAKOUT_BALL_X, BREAKOUT_BALL_Y, BREAKOUT_PADDLE_X, BreakoutTracker
-from diamond_play.data.episodes import Dataset, write_text_atomically
+from diamond_play.data.episodes import Dataset
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.devices import resolve_device
 from diamond_play.envs.atari import ATARI_100K_GAMES, AtariEnv, ale_games, human_normalized_score
@@ -52,14 +50,11 @@ from diamond_play.train.core import (
     ModelTrainer,
     OptimConfig,
     RunDir,
-    RunLogger,
+    RunLifecycle,
     build_run_config,
-    progress,
-    restore_trainers,
     rng_state,
     run_phase,
     set_rng_state,
-    starting_command,
 )
 from diamond_play.train.rl import (
     ActorCriticLossConfig,
@@ -253,8 +248,9 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
                 command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     from diamond_play.weights.loading import load_agent
 
-    run = RunDir(resume or out)  # type: ignore[arg-type]
-    cfg = load_config(run, resume is not None, layers, overrides)
+    life = RunLifecycle(resume or out, resume is not None, command, best=-float("inf"))  # type: ignore[arg-type]
+    run = life.run
+    cfg = load_config(run, life.resuming, layers, overrides)
     if not cfg.engine:
         raise UserError("which world model? pass --weights ENGINE (a weights directory with a reward/termination "
                         "model, e.g. diamond_play/shipped/atari/Breakout)")
@@ -278,12 +274,10 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
         raise UserError(f"dataset {str(dataset.root)!r} has {h}x{w} frames; the engine works at {size}x{size}: pass "
                         "a dataset of the engine's resolution")
 
-    if resume is None:
-        run.prepare_new()
-        spawn = agent.weights_path / SPAWN_DIR
-        if spawn.is_dir():  # the exported engine keeps its start states
-            shutil.copytree(spawn, run.spawn_dir)
-    write_text_atomically(run.config_path, dump_yaml(cfg))  # overrides given on resume are kept
+    life.write_config(cfg)
+    spawn = agent.weights_path / SPAWN_DIR
+    if not life.resuming and spawn.is_dir():  # the exported engine keeps its start states
+        shutil.copytree(spawn, run.spawn_dir)
 
     for p in agent.parameters():
         p.requires_grad_(False)
@@ -310,29 +304,22 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     probe = (breakout_probe_frames(cfg.probe_frames, seed=cfg.seed + 77_777)
              if cfg.probe_frames and agent.config.game == "Breakout" else None)
 
-    epoch, best, seconds_before = 0, -float("inf"), 0.0
-    if resume is not None:
-        run.remove_interrupted_writes()
-        state = run.load_state()
+    state = life.restore([trainer], fresh_optimisers)
+    if state:
         if state["engine_digest"] != engine_digest:
             raise UserError(f"engine {cfg.engine!r} is not the one this run started with (its model.safetensors "
                             "changed): resume with the original engine, or start a new run")
-        restore_trainers([trainer], {trainer.name: state["trainer"]}, fresh_optimisers)
         set_rng_state(state["rng"], np_rngs)
         runner.load_state_dict(state["rollouts"])
-        epoch, best, seconds_before = state["epoch"], state["best"], float(state["train_seconds"])
-        command = starting_command(run, command)
 
-    logger = RunLogger(run.root, resumed_at=trainer.steps if resume is not None else None)
-    bar = progress(cfg.epochs * cfg.steps_per_epoch, f"train agent {agent.config.game}",
-                   initial=epoch * cfg.steps_per_epoch)
-    started = time.monotonic()
+    logger, bar = life.open(cfg.epochs * cfg.steps_per_epoch, f"train agent {agent.config.game}",
+                            life.epoch * cfg.steps_per_epoch, trainer.steps)
     try:
-        while epoch < cfg.epochs:
+        while life.epoch < cfg.epochs:
             metrics: dict[str, list[float]] = {}
             run_phase(trainer, forever(), loss_fn, cfg.steps_per_epoch, bar, metrics)  # rollouts, no batches
-            epoch += 1
-            hours = (seconds_before + time.monotonic() - started) / 3600
+            life.epoch += 1
+            epoch, hours = life.epoch, life.train_seconds / 3600
             scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
             scalars.update({"epoch": epoch, "hours": hours})
             if probe is not None:
@@ -349,8 +336,8 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
                 hns = human_normalized_score(agent.config.game, mean_return)
                 if hns is not None:
                     scalars["eval/hns"] = hns
-                is_best = mean_return > best
-                best = max(best, mean_return)
+                is_best = mean_return > life.best
+                life.best = max(life.best, mean_return)
                 tqdm.write(f"epoch {epoch}/{cfg.epochs}: {trainer.steps} actor-critic steps, {hours:.2f} h, real "
                            f"return {mean_return:.1f} ± {float(np.std(games.returns)):.1f} over {n_eval} games"
                            + (f" (HNS {hns:.3f})" if hns is not None else ""))
@@ -361,18 +348,15 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
             logger.scalars(trainer.steps, scalars)
             agent.config.provenance = {**agent.config.provenance, "agent": {
                 "recipe": "train agent", "engine": str(cfg.engine), "data": str(dataset.root),
-                "actor_critic_steps": trainer.steps, "epochs": epoch, "command": command,
+                "actor_critic_steps": trainer.steps, "epochs": epoch, "command": life.command,
                 "imagination": f"{cfg.num_envs} envs, horizon {cfg.horizon}, {sampler.num_steps_denoising} Euler "
                                f"steps, world model {mode.name}, actor-critic {'bf16' if cfg.amp else 'fp32'}",
                 "train_hours": round(hours, 2), "trained_with": f"diamond_play {__version__}",
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}
             run.export_weights(agent, best=is_best)
-            run.save_state({"trainer": trainer.state_dict(), "rng": rng_state(np_rngs),
-                            "rollouts": tensors_to_cpu(runner.state_dict()), "epoch": epoch, "best": best,
-                            "train_seconds": seconds_before + time.monotonic() - started,
-                            "engine_digest": engine_digest})
+            life.save([trainer], rng=rng_state(np_rngs), rollouts=tensors_to_cpu(runner.state_dict()),
+                      engine_digest=engine_digest)
     finally:
-        bar.close()
-        logger.close()
+        life.close()
     return run.root
 

@@ -37,11 +37,10 @@ from diamond_play.config import (
     DenoiserConfig,
     SamplingConfig,
     WeightsConfig,
-    dump_yaml,
     read_yaml,
     sized,
 )
-from diamond_play.data.episodes import Dataset, DatasetInfo, Episode, EpisodeBuilder, write_text_atomically
+from diamond_play.data.episodes import Dataset, DatasetInfo, Episode, EpisodeBuilder
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.devices import resolve_device
 from diamond_play.envs.atari import (
@@ -61,17 +60,14 @@ from diamond_play.train.core import (
     ModelTrainer,
     OptimConfig,
     RunDir,
-    RunLogger,
+    RunLifecycle,
     broadcast_object,
     build_run_config,
     finish_distributed,
     init_distributed,
-    progress,
-    restore_trainers,
     rng_state,
     run_phase,
     set_rng_state,
-    starting_command,
 )
 from diamond_play.train.rl import (
     ActorCriticLossConfig,
@@ -349,16 +345,13 @@ def load_config(run: RunDir, game: str | None, preset: str | None, resume: bool,
 def train_atari(game: str | None, out: Path | None, resume: Path | None, preset: str | None,
                 overrides: list[str], command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
-    run = RunDir(resume or out)  # type: ignore[arg-type]
-    cfg = load_config(run, game, preset, resume is not None, overrides)
-    if resume is not None:
-        command = starting_command(run, command)
+    life = RunLifecycle(resume or out, resume is not None, command, best=-float("inf"),  # type: ignore[arg-type]
+                        is_main=dist_info.is_main)
+    run = life.run
+    cfg = load_config(run, game, preset, life.resuming, overrides)
     use_threads(cfg.num_threads)
     device = resolve_device(cfg.device, dist_info.local_rank if dist_info.enabled else None)
-    if dist_info.is_main:
-        if resume is None:
-            run.prepare_new()
-        write_text_atomically(run.config_path, dump_yaml(cfg))
+    life.write_config(cfg)
     probe = AtariEnv(cfg.game)
     num_actions, action_names = probe.num_actions, list(probe.action_meanings)
     probe.close()
@@ -398,18 +391,15 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     collector = Collector(cfg.game, dataset, cfg.epsilon, cfg.seed, device) if dataset is not None else None
     np_rngs = {"denoiser": den_sampler.rng, "rew_end": rew_sampler.rng, "starts": start_sampler.rng}
 
-    epoch, num_epochs, best = 0, None, -float("inf")
-    if resume is not None:
-        if dist_info.is_main:
-            run.remove_interrupted_writes()
-        state = run.load_state()
-        restore_trainers([trainer for trainer, *_ in phases], state["trainers"], fresh_optimisers)
+    num_epochs = None
+    state = life.restore([trainer for trainer, *_ in phases], fresh_optimisers)
+    if state:
         # Each rank continues its own random stream and imagined episodes (a run resumed with a different number
         # of processes starts the extra ranks from rank 0's).
         own = dist_info.rank if dist_info.rank < len(state["rng"]) else 0
         set_rng_state(state["rng"][own], np_rngs)
         runner.load_state_dict(state["rollouts"][own])
-        epoch, num_epochs, best = state["epoch"], state["num_epochs"], state["best"]
+        num_epochs = state["num_epochs"]
         if collector is not None and dataset is not None:
             collector.load_state_dict(state["collector"])
             # Episodes written after the checkpoint (by the killed epoch) are collected again, identically, from
@@ -424,18 +414,16 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     finished, in_progress = broadcast_object((finished, in_progress), dist_info)
     episodes[:] = finished + ([in_progress] if in_progress is not None else [])
 
-    logger = RunLogger(run.root, enabled=dist_info.is_main, resumed_at=epoch if resume is not None else None)
-
     def planned_updates(n_epochs: int) -> int:
         first = sum(p.steps_first_epoch for *_, p in phases)
         return first + (n_epochs - 1) * sum(p.steps_per_epoch for *_, p in phases)
 
     estimate = num_epochs or 1 + num_epochs_after_first(cfg, cfg.first_epoch_min_steps)
-    bar = progress(planned_updates(estimate), f"train atari {cfg.game}", enabled=dist_info.is_main,
-                   initial=planned_updates(epoch) if epoch else 0)
+    logger, bar = life.open(planned_updates(estimate), f"train atari {cfg.game}",
+                            planned_updates(life.epoch) if life.epoch else 0, life.epoch)
     try:
-        while num_epochs is None or epoch < num_epochs:
-            first = epoch == 0
+        while num_epochs is None or life.epoch < num_epochs:
+            first = life.epoch == 0
             metrics: dict[str, list[float]] = {}
             # 1. Collect (rank 0) and share the new episodes.
             new, returns, env_steps, collected_now = [], [], 0, 0
@@ -455,7 +443,8 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
             for trainer, micro_batches, loss_fn, phase in phases:
                 steps = phase.steps_first_epoch if first else phase.steps_per_epoch
                 run_phase(trainer, micro_batches, loss_fn, steps, bar, metrics)
-            epoch += 1
+            life.epoch += 1
+            epoch = life.epoch
             rng_states = gather_per_rank(rng_state(np_rngs), dist_info)
             rollout_states = gather_per_rank(tensors_to_cpu(runner.state_dict()), dist_info)
             # 3. Evaluate, log, export and checkpoint (rank 0).
@@ -478,8 +467,8 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
                 hns = human_normalized_score(cfg.game, mean_return)
                 if hns is not None:
                     scalars["eval/hns"] = hns
-                is_best = mean_return > best
-                best = max(best, mean_return)
+                is_best = mean_return > life.best
+                life.best = max(life.best, mean_return)
                 tqdm.write(f"epoch {epoch}/{num_epochs}: {env_steps} env steps, eval return {mean_return:.1f} "
                            f"over {n_eval} episodes" + (f" (HNS {hns:.3f})" if hns is not None else ""))
                 ref = reference_scores().get(cfg.game)
@@ -493,17 +482,14 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
                 logger.image(epoch, "samples/real_vs_imagined", sample_strip(agent, den_sampler, device, epoch))
             agent.config.provenance = {
                 "game": cfg.game, "env_steps": env_steps, "epochs": epoch, "episodes": len(finished),
-                "denoiser_steps": phases[0][0].steps, "command": command,
+                "denoiser_steps": phases[0][0].steps, "command": life.command,
                 "trained_with": f"diamond_play {__version__}", "recipe": "train atari",
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
             run.export_weights(agent, best=is_best)
-            run.save_state({"trainers": {t.name: t.state_dict() for t, *_ in phases},
-                            "rng": rng_states, "rollouts": rollout_states, "epoch": epoch, "num_epochs": num_epochs,
-                            "best": best, "collector": collector.state_dict(),
-                            "episodes_on_disk": len(dataset)})
+            life.save([t for t, *_ in phases], rng=rng_states, rollouts=rollout_states, num_epochs=num_epochs,
+                      collector=collector.state_dict(), episodes_on_disk=len(dataset))
     finally:
-        bar.close()
-        logger.close()
+        life.close()
     finish_distributed(dist_info)
     return run.root
 

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from diamond_play.config import dump_yaml
+from diamond_play.data.episodes import write_text_atomically
 from diamond_play.errors import UserError
 from diamond_play.weights.run_layout import RunLayout
 
@@ -333,6 +336,63 @@ def starting_command(run: RunDir, command: str) -> str:
     if (run.last_weights / "config.yaml").is_file():
         return str(read_weights_config(run.last_weights).provenance.get("command", command))
     return command
+
+
+class RunLifecycle:
+    """What every recipe does around its epochs, said once: the run directory (new, or resumed after removing what
+    a killed run half-wrote), its config file, the trainers restored and saved with the epoch, the best score and
+    the training time, the command that started the run, and the log and progress bar. The recipe restores and
+    saves its own extra state (random streams, rollouts, the collector) through `restore` and `save`."""
+
+    def __init__(self, root: Path, resuming: bool, command: str, best: float, is_main: bool = True) -> None:
+        self.run = RunDir(root)
+        self.resuming, self.is_main = resuming, is_main
+        self.epoch, self.best, self.seconds_before = 0, best, 0.0
+        self.command = starting_command(self.run, command) if resuming else command
+        self.started = time.monotonic()
+        self.logger: RunLogger | None = None
+        self.bar: tqdm | None = None
+
+    def write_config(self, cfg: Any) -> None:
+        """Create a new run's directory; write the config (overrides given on resume are kept)."""
+        if not self.is_main:
+            return
+        if not self.resuming:
+            self.run.prepare_new()
+        write_text_atomically(self.run.config_path, dump_yaml(cfg))
+
+    def restore(self, trainers: Iterable[ModelTrainer], fresh_optimisers: Iterable[str] = ()) -> dict[str, Any]:
+        """A resumed run's trainers, epoch, best score and training time; -> the saved state ({} for a new run)."""
+        if not self.resuming:
+            return {}
+        if self.is_main:
+            self.run.remove_interrupted_writes()
+        state = self.run.load_state()
+        restore_trainers(trainers, state["trainers"], fresh_optimisers)
+        self.epoch, self.best = state["epoch"], state["best"]
+        self.seconds_before = float(state.get("train_seconds", 0.0))
+        self.started = time.monotonic()
+        return state
+
+    def open(self, total_steps: int, desc: str, done_steps: int, log_step: int) -> tuple[RunLogger, tqdm]:
+        """The log (continuing after `log_step` when resumed) and the progress bar (`done_steps` of `total_steps`)."""
+        self.logger = RunLogger(self.run.root, enabled=self.is_main, resumed_at=log_step if self.resuming else None)
+        self.bar = progress(total_steps, desc, initial=done_steps, enabled=self.is_main)
+        return self.logger, self.bar
+
+    @property
+    def train_seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.started
+
+    def save(self, trainers: Iterable[ModelTrainer], **extra: Any) -> None:
+        self.run.save_state({"trainers": {t.name: t.state_dict() for t in trainers}, "epoch": self.epoch,
+                             "best": self.best, "train_seconds": self.train_seconds, **extra})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.logger is not None:
+            self.logger.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------

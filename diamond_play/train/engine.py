@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +35,10 @@ from diamond_play.config import (
     SigmaDistributionConfig,
     WeightsConfig,
     csgo_sampling,
-    dump_yaml,
     read_yaml,
     sized,
 )
-from diamond_play.data.episodes import Dataset, Episode, write_text_atomically
+from diamond_play.data.episodes import Dataset, Episode
 from diamond_play.data.segments import SegmentSampler, SegmentStream, segment_batches
 from diamond_play.data.spawns import spawns_from_episodes, write_spawns
 from diamond_play.devices import resolve_device
@@ -51,17 +49,13 @@ from diamond_play.threads import use_threads
 from diamond_play.train.core import (
     ModelTrainer,
     OptimConfig,
-    RunDir,
-    RunLogger,
+    RunLifecycle,
     build_run_config,
     finish_distributed,
     init_distributed,
-    progress,
-    restore_trainers,
     rng_state,
     run_phase,
     set_rng_state,
-    starting_command,
 )
 from diamond_play.train.world_model import (
     denoiser_loss,
@@ -260,11 +254,10 @@ def csgo_layers(data: Path, preset: str | None) -> list[dict[str, Any]]:
 def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str],
                  command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
-    run = RunDir(resume or out)  # type: ignore[arg-type]
-    if resume is not None:
-        cfg = build_run_config(EngineTrainConfig, [read_yaml(run.config_path)], overrides)
-    else:
-        cfg = build_run_config(EngineTrainConfig, layers, overrides)
+    life = RunLifecycle(resume or out, resume is not None, command, best=float("inf"),  # type: ignore[arg-type]
+                        is_main=dist_info.is_main)
+    run = life.run
+    cfg = build_run_config(EngineTrainConfig, [read_yaml(run.config_path)] if life.resuming else layers, overrides)
     if not cfg.data:
         raise UserError("which data? pass --data DATASET (a folder made by `diamond-play record`)")
     use_threads(cfg.num_threads)
@@ -286,13 +279,10 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
             dataset.check_actions(ep)
         low, _, _ = model_resolution(cfg, dataset.info)
         episodes = prepare_episodes(episodes, low, two_stage=two_stage)
-    if dist_info.is_main:
-        if resume is None:
-            run.prepare_new()
-        write_text_atomically(run.config_path, dump_yaml(cfg))  # overrides given on resume are kept
-        if not run.spawn_dir.is_dir():  # start states for engines without an emulator, shipped with the weights
-            source = Dataset(cfg.spawn_data).lazy_episodes() if cfg.spawn_data else episodes
-            write_spawns(run.spawn_dir, spawns_from_episodes(source, n, full_res=two_stage))
+    life.write_config(cfg)
+    if dist_info.is_main and not run.spawn_dir.is_dir():  # start states for engines without an emulator
+        source = Dataset(cfg.spawn_data).lazy_episodes() if cfg.spawn_data else episodes
+        write_spawns(run.spawn_dir, spawns_from_episodes(source, n, full_res=two_stage))
 
     torch.manual_seed(cfg.seed + dist_info.rank)
     agent = Agent(weights_cfg).to(device)
@@ -317,29 +307,20 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
         stream = SegmentStream(episodes, seq, batch, seed=(cfg.seed, dist_info.rank, epoch, phase), **kw)
         return segment_batches(stream, device, cfg.loader_workers)
 
-    epoch, best, seconds_before = 0, float("inf"), 0.0
-    if resume is not None:
-        if dist_info.is_main:
-            run.remove_interrupted_writes()
-        state = run.load_state()
-        restore_trainers(trainers, state["trainers"], fresh_optimisers)
+    state = life.restore(trainers, fresh_optimisers)
+    if state:
         set_rng_state(state["rng"], {})
-        epoch, best = state["epoch"], state["best"]
-        seconds_before = float(state.get("train_seconds", 0.0))
-        command = starting_command(run, command)
-    started = time.monotonic()
-    logger = RunLogger(run.root, enabled=dist_info.is_main,
-                       resumed_at=trainers[0].steps if resume is not None else None)
     per_epoch = sum(steps_per_epoch[t.name] for t in trainers)
-    bar = progress(cfg.epochs * per_epoch, f"train {weights_cfg.game}", initial=epoch * per_epoch,
-                   enabled=dist_info.is_main)
+    logger, bar = life.open(cfg.epochs * per_epoch, f"train {weights_cfg.game}", life.epoch * per_epoch,
+                            trainers[0].steps)
     try:
-        while epoch < cfg.epochs:
+        while life.epoch < cfg.epochs:
             epoch_metrics: dict[str, list[float]] = {}
             for phase, t in enumerate(trainers):
-                run_phase(t, epoch_batches(phase, t.name, epoch), losses[t.name], steps_per_epoch[t.name], bar,
-                          epoch_metrics)
-            epoch += 1
+                run_phase(t, epoch_batches(phase, t.name, life.epoch), losses[t.name], steps_per_epoch[t.name],
+                          bar, epoch_metrics)
+            life.epoch += 1
+            epoch = life.epoch
             means = {k: float(np.mean(v)) for k, v in epoch_metrics.items()}
             if dist_info.is_main:
                 step = trainers[0].steps
@@ -348,22 +329,19 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
                     strip_windows = SegmentSampler(episodes, n + 1, 8, seed=epoch)
                     logger.image(step, "samples/real_vs_imagined", sample_strip(agent, strip_windows, device, epoch))
                 key = "denoiser/loss_denoising"
-                is_best = means.get(key, float("inf")) < best
-                best = min(best, means.get(key, float("inf")))
+                is_best = means.get(key, float("inf")) < life.best
+                life.best = min(life.best, means.get(key, float("inf")))
                 agent.config.provenance = {
                     "data": str(Path(cfg.data).resolve()), "episodes": len(episodes),
                     "frames": int(sum(len(e) for e in episodes)), "denoiser_steps": trainers[0].steps,
-                    "epochs": epoch, "command": command,
-                    "train_hours": round((seconds_before + time.monotonic() - started) / 3600, 2),
+                    "epochs": epoch, "command": life.command,
+                    "train_hours": round(life.train_seconds / 3600, 2),
                     "trained_with": f"diamond_play {__version__}",
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
                 agent.config.metrics = {k: round(v, 6) for k, v in means.items() if "loss" in k}
                 run.export_weights(agent, best=is_best)
-                run.save_state({"trainers": {t.name: t.state_dict() for t in trainers},
-                                "rng": rng_state({}), "epoch": epoch, "best": best,
-                                "train_seconds": seconds_before + time.monotonic() - started})
+                life.save(trainers, rng=rng_state({}))
     finally:
-        bar.close()
-        logger.close()
+        life.close()
     finish_distributed(dist_info)
     return run.root
