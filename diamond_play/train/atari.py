@@ -89,8 +89,10 @@ class PhaseConfig:
     """One model's training phase: its batch, its steps in the first and in later epochs, its optimiser."""
 
     batch_size: int = 32
+    """Windows (or imagined environments, for the actor-critic) per step."""
     steps_first_epoch: int = 10_000
     steps_per_epoch: int = 400
+    """Optimiser steps in each later epoch."""
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -99,42 +101,69 @@ class AtariTrainConfig:
     """Every setting of an Atari 100k run (saved as RUN_DIR/config.yaml); the defaults are the paper's."""
 
     game: str = ""
+    """The Atari game (ALE name, e.g. Breakout)."""
     preset: str = "paper"
-    model_size: str = "paper"  # paper | small | tiny: sizes of the three networks
-    denoiser_model: dict[str, Any] = field(default_factory=dict)  # InnerModelConfig overrides
-    rew_end_model: dict[str, Any] = field(default_factory=dict)  # RewEndModelConfig overrides
-    actor_critic_model: dict[str, Any] = field(default_factory=dict)  # ActorCriticConfig overrides
-    # Collection (1 env, ε-greedy; the first epoch collects until rewards of more than one kind were seen)
+    """The preset the run started from (paper, small or tiny), kept for the record."""
+    model_size: str = "paper"
+    """Sizes of the three networks: paper, small or tiny."""
+    denoiser_model: dict[str, Any] = field(default_factory=dict)
+    """InnerModelConfig fields on top of the size's."""
+    rew_end_model: dict[str, Any] = field(default_factory=dict)
+    """RewEndModelConfig fields on top of the size's."""
+    actor_critic_model: dict[str, Any] = field(default_factory=dict)
+    """ActorCriticConfig fields on top of the size's."""
     total_env_steps: int = 100_000
+    """Real environment steps in all (1 env, ε-greedy): the 100k budget."""
     collect_steps_per_epoch: int = 100
+    """Real steps collected per epoch after the first."""
     first_epoch_min_steps: int = 5_000
+    """The first epoch collects at least this many steps..."""
     first_epoch_max_steps: int = 10_000
-    first_epoch_min_rare_rewards: int = 10  # steps whose clipped reward is not the most common one
-    final_epochs: int = 50  # training-only epochs after the budget is spent
+    """...and at most this many, extending 100 at a time until `first_epoch_min_rare_rewards` are seen."""
+    first_epoch_min_rare_rewards: int = 10
+    """Steps whose clipped reward is not the most common one that the first epoch waits for."""
+    final_epochs: int = 50
+    """Training-only epochs after the budget is spent."""
     epsilon: float = 0.01
-    # Training
+    """ε of the collection policy."""
     num_steps_conditioning: int = 4
-    num_autoregressive_steps: int = 1  # denoiser windows of L + 1 + K = 6 frames
+    """Past frames and actions the denoiser conditions on (L)."""
+    num_autoregressive_steps: int = 1
+    """K: denoiser windows of L + 1 + K = 6 frames."""
     denoiser: PhaseConfig = field(default_factory=PhaseConfig)
+    """Batch, steps per epoch and AdamW of the denoiser."""
     rew_end: PhaseConfig = field(default_factory=lambda: PhaseConfig(optim=OptimConfig(max_grad_norm=100.0)))
+    """Batch, steps per epoch and AdamW of the reward/termination model."""
     actor_critic: PhaseConfig = field(default_factory=lambda: PhaseConfig(
         steps_first_epoch=5_000, optim=OptimConfig(weight_decay=0.0, max_grad_norm=100.0)))
-    rew_end_seq_length: int = 19  # 15 + burn-in 4; windows may run past an episode's end
-    imagination_horizon: int = 15  # imagined episodes are truncated after this many steps
-    backup_every: int = 15  # imagined steps per actor-critic update
+    """Imagined environments (batch), updates per epoch and AdamW of the actor-critic."""
+    rew_end_seq_length: int = 19
+    """Reward/termination windows: 15 steps after a burn-in of 4; they may run past an episode's end."""
+    imagination_horizon: int = 15
+    """Imagined episodes are truncated after this many steps."""
+    backup_every: int = 15
+    """Imagined steps per actor-critic update (the λ-return window)."""
     rl: ActorCriticLossConfig = field(default_factory=ActorCriticLossConfig)
-    # Evaluation in the real game (no life-loss ends, ε = 0)
+    """Discount, λ and the loss weights."""
     eval_every: int = 10
+    """Epochs between real-game evaluations (no life-loss ends, ε = 0)."""
     eval_episodes: int = 4
+    """Games per evaluation."""
     final_eval_episodes: int = 100
-    eval_max_steps: int = 0  # per episode; 0: until game over
-    # Runtime
+    """Games after the last epoch."""
+    eval_max_steps: int = 0
+    """Cap on an evaluation game's steps; 0: until game over."""
     device: str = "auto"
-    amp: bool = False  # bf16 autocast
+    """auto, cpu or cuda."""
+    amp: bool = False
+    """bf16 autocast (training and imagination)."""
     compile: bool = False
+    """torch.compile the denoiser for training."""
     seed: int = 0
     num_threads: int = 0
-    sample_every: int = 10  # epochs between TensorBoard sample strips
+    """CPU threads for torch (0: the idle cores, at least 1)."""
+    sample_every: int = 10
+    """Epochs between TensorBoard sample strips (0: none)."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -34,12 +34,18 @@ from diamond_play.weights.run_layout import RunLayout
 
 @dataclass
 class OptimConfig:
+    """AdamW with a linear warm-up and gradient clipping; the paper's world-model defaults."""
+
     lr: float = 1e-4
     weight_decay: float = 1e-2
+    """Applied to Linear/Conv/LSTM weights only."""
     eps: float = 1e-8
-    warmup_steps: int = 100  # linear learning-rate warm-up
+    warmup_steps: int = 100
+    """Linear learning-rate warm-up."""
     max_grad_norm: float = 1.0
-    grad_acc_steps: int = 1  # micro-batches per optimiser step (keeps the effective batch on fewer GPUs)
+    """Gradient-norm clipping."""
+    grad_acc_steps: int = 1
+    """Micro-batches per optimiser step (keeps the effective batch on fewer GPUs)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

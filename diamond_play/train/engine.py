@@ -70,39 +70,72 @@ class EngineTrainConfig:
     """Every setting of an engine training run (saved as RUN_DIR/config.yaml)."""
 
     data: str = ""
-    recipe: str = "engine"  # engine (discrete actions) | csgo (DIAMOND's CS:GO models on multi-hot actions)
-    spawn_data: str = ""  # dataset whose episode starts become the spawn points (default: the training data)
-    lazy_data: bool = False  # read training windows from disk instead of loading every episode (big datasets)
-    loader_workers: int = 0  # processes that draw training batches (0: in the training process)
+    """Dataset folder to train on (made by `diamond-play record`, `capture`, Atari collection or CS:GO prepare)."""
+    recipe: str = "engine"
+    """engine (discrete actions) or csgo (DIAMOND's CS:GO models on multi-hot actions)."""
+    spawn_data: str = ""
+    """Dataset whose episode starts become the spawn points (default: the training data)."""
+    lazy_data: bool = False
+    """Read training windows from disk instead of loading every episode (big datasets)."""
+    loader_workers: int = 0
+    """Processes that draw training batches (0: in the training process)."""
     preset: str = "small"
-    game: str = ""  # default: the dataset's
-    kind: str = ""  # atari (start states from the real game) or custom (spawn points); default from the game
+    """Model size (`train.world_model`): tiny, small or paper; the CS:GO recipe's fast or paper."""
+    game: str = ""
+    """The engine's game name (default: the dataset's)."""
+    kind: str = ""
+    """atari (start states from the real game) or custom (spawn points); default from the game."""
     num_steps_conditioning: int = 4
-    resolution: list[int] = field(default_factory=list)  # H, W of the dynamics model (default: the dataset's)
-    upsampler: bool = False  # two stages: dynamics at `resolution`, an upsampler back to the dataset's size
-    denoiser: dict[str, Any] = field(default_factory=dict)  # InnerModelConfig overrides
+    """Past frames and actions the denoiser conditions on (L)."""
+    resolution: list[int] = field(default_factory=list)
+    """H, W of the dynamics model (default: the dataset's)."""
+    upsampler: bool = False
+    """Two stages: dynamics at `resolution`, an upsampler back to the dataset's size."""
+    denoiser: dict[str, Any] = field(default_factory=dict)
+    """InnerModelConfig fields on top of the preset's."""
     sigma_offset_noise: float = ATARI_SIGMA_OFFSET_NOISE
+    """Per-channel offset noise of the denoiser's training noise (the paper's Atari value)."""
     train_rew_end: bool = True
-    rew_end: dict[str, Any] = field(default_factory=dict)  # RewEndModelConfig overrides
+    """Also train the reward/termination model (needs rewards and ends in the data)."""
+    rew_end: dict[str, Any] = field(default_factory=dict)
+    """RewEndModelConfig fields on top of the preset's."""
     epochs: int = 100
-    steps_per_epoch: int = 200  # denoiser steps per epoch
+    """Epochs to train; each ends with logging, export and a resumable checkpoint."""
+    steps_per_epoch: int = 200
+    """Denoiser optimiser steps per epoch."""
     rew_end_steps_per_epoch: int = 200
+    """Reward/termination optimiser steps per epoch."""
     batch_size: int = 32
-    num_autoregressive_steps: int = 1  # window = L + 1 + K frames, the loss predicts K + 1 of them
+    """Denoiser windows per step."""
+    num_autoregressive_steps: int = 1
+    """K: a denoiser window holds L + 1 + K frames and the loss predicts K + 1 of them."""
     upsampler_batch_size: int = 8
+    """Upsampler windows per step."""
     upsampler_steps_per_epoch: int = 200
-    upsampler_model: dict[str, Any] = field(default_factory=dict)  # InnerModelConfig overrides
+    """Upsampler optimiser steps per epoch."""
+    upsampler_model: dict[str, Any] = field(default_factory=dict)
+    """InnerModelConfig fields of the upsampler on top of the preset's."""
     rew_end_batch_size: int = 32
-    rew_end_seq_length: int = 19  # 15 + burn-in 4, as the official Atari trainer
+    """Reward/termination windows per step."""
+    rew_end_seq_length: int = 19
+    """Reward/termination window: 15 steps after a burn-in of 4, as the official Atari trainer."""
     denoiser_optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW of the denoiser."""
     rew_end_optim: OptimConfig = field(default_factory=lambda: OptimConfig(max_grad_norm=100.0))
+    """AdamW of the reward/termination model (clipping 100, as the official trainer)."""
     upsampler_optim: OptimConfig = field(default_factory=lambda: OptimConfig(max_grad_norm=10.0))
+    """AdamW of the upsampler (clipping 10, the CS:GO trainer's)."""
     device: str = "auto"
-    amp: bool = False  # bf16 autocast
+    """auto, cpu or cuda."""
+    amp: bool = False
+    """bf16 autocast."""
     compile: bool = False
+    """torch.compile the denoiser and upsampler for training."""
     seed: int = 0
-    num_threads: int = 0  # CPU threads for torch (0: the idle cores, at least 1)
-    sample_every: int = 5  # epochs between TensorBoard sample strips
+    num_threads: int = 0
+    """CPU threads for torch (0: the idle cores, at least 1)."""
+    sample_every: int = 5
+    """Epochs between TensorBoard sample strips (0: none)."""
 
 
 # Run lengths per preset (model sizes are in train.world_model). `tiny` shows the whole pipeline in minutes on a CPU;
