@@ -62,6 +62,18 @@ def test_record_with_a_yaml_keymap_and_bad_inputs(tmp_path, capsys):
     assert main(["record", "NoSuchEnv-v0", "--out", str(tmp_path / "n"), "--frames", "5", "--policy", "random"]) == 2
     assert "cannot make" in capsys.readouterr().err
 
+    # An action file: the same reader and rules as play's (comment lines, integers in range), cycled.
+    actions = tmp_path / "actions.txt"
+    actions.write_text("# pole left, right\n0\n1\n1\n")
+    assert main(["record", "CartPole-v1", "--out", str(tmp_path / "f"), "--frames", "6", "--policy",
+                 str(actions)]) == 0
+    recorded = np.concatenate([np.asarray(e.actions) for e in Dataset(tmp_path / "f").lazy_episodes()])
+    assert recorded.tolist()[:6] == [0, 1, 1, 0, 1, 1]
+    actions.write_text("0\n2\n")
+    assert main(["record", "CartPole-v1", "--out", str(tmp_path / "g"), "--frames", "5", "--policy",
+                 str(actions)]) == 2
+    assert "integers in 0..1" in capsys.readouterr().err
+
 
 def write_video(path, frames: np.ndarray) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 15, (frames.shape[2], frames.shape[1]))

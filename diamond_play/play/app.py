@@ -15,7 +15,13 @@ from diamond_play.config import GameKind
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.imagine import Cancelled
-from diamond_play.play.controls import AtariControls, CSGOControls, KeymapControls, default_keymap
+from diamond_play.play.controls import (
+    AtariControls,
+    CSGOControls,
+    KeymapControls,
+    default_keymap,
+    read_action_file,
+)
 from diamond_play.play.display import init_window_display, init_windowless_display
 from diamond_play.play.session import Outcome, PlaySession
 from diamond_play.play.video import VideoRecorder
@@ -401,30 +407,6 @@ def random_csgo_action(rng: np.random.Generator) -> np.ndarray:
         mouse_x=int(rng.choice(csgo.MOUSE_X_BINS)), mouse_y=int(rng.choice(csgo.MOUSE_Y_BINS))))
 
 
-def read_action_file(path: Path, session: PlaySession) -> list:
-    """Actions from a .npy file or a text file: one integer per line (Atari) or 51 comma-separated 0/1 (CS:GO)."""
-    if not path.is_file():
-        raise UserError(f"action file {str(path)!r} not found: pass random, policy or an existing file")
-    try:
-        if path.suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
-        else:
-            rows = [line.strip() for line in path.read_text().splitlines() if line.strip()
-                    and not line.startswith("#")]
-            data = np.array([[float(v) for v in row.replace(",", " ").split()] for row in rows])
-    except (ValueError, OSError) as e:
-        raise UserError(f"action file {str(path)!r} is unreadable ({e}): see `diamond-play atari --help`") from None
-    n = session.engine.config.num_actions
-    if session.engine.multi_hot:
-        if data.ndim != 2 or data.shape[1] != n or not np.isin(data, (0, 1)).all():
-            raise UserError(f"action file {str(path)!r} must hold rows of {n} 0/1 values, got shape {data.shape}")
-        return [row.astype(np.float32) for row in data]
-    data = data.reshape(-1)
-    if len(data) == 0 or data.min() < 0 or data.max() >= n or not np.all(data == data.astype(int)):
-        raise UserError(f"action file {str(path)!r} must hold integers in 0..{n - 1}")
-    return [int(a) for a in data]
-
-
 def scripted_actions(session: PlaySession, source: str):
     """random or a file -> a function of the step index giving the action."""
     rng = np.random.default_rng(0)
@@ -433,7 +415,10 @@ def scripted_actions(session: PlaySession, source: str):
         if session.engine.multi_hot:
             return lambda _step: random_csgo_action(rng)
         return lambda _step: int(rng.integers(n))
-    actions = read_action_file(Path(source), session)
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"action file {str(path)!r} not found: pass random, policy or an existing file")
+    actions = read_action_file(path, session.engine.config.num_actions, session.engine.multi_hot)
     counter = iter(range(10**12))
     return lambda _step: actions[next(counter) % len(actions)]
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pygame
@@ -161,3 +162,26 @@ class KeymapControls:
 
     def release_all(self) -> None:
         self.held.clear()
+
+
+def read_action_file(path: Path, num_actions: int, multi_hot: bool = False) -> list:
+    """Actions from a .npy file or a text file (`#` starts a comment line): one integer in 0..num_actions-1 per
+    line, or for multi-hot engines one row of num_actions 0/1 values (CS:GO: 51, comma- or space-separated)."""
+    try:
+        if path.suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        else:
+            rows = [line.strip() for line in path.read_text().splitlines() if line.strip()
+                    and not line.startswith("#")]
+            data = np.array([[float(v) for v in row.replace(",", " ").split()] for row in rows])
+    except (ValueError, OSError) as e:
+        raise UserError(f"action file {str(path)!r} is unreadable ({e}): see `diamond-play atari --help`") from None
+    if multi_hot:
+        if data.ndim != 2 or data.shape[1] != num_actions or not np.isin(data, (0, 1)).all():
+            raise UserError(f"action file {str(path)!r} must hold rows of {num_actions} 0/1 values, got shape "
+                            f"{data.shape}")
+        return [row.astype(np.float32) for row in data]
+    data = data.reshape(-1)
+    if len(data) == 0 or data.min() < 0 or data.max() >= num_actions or not np.all(data == data.astype(int)):
+        raise UserError(f"action file {str(path)!r} must hold integers in 0..{num_actions - 1}")
+    return [int(a) for a in data]

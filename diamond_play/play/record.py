@@ -16,7 +16,7 @@ from diamond_play.envs.atari import AtariEnv
 from diamond_play.envs.pixels import make_pixel_env
 from diamond_play.errors import UserError
 from diamond_play.play.app import Pacer, default_scale
-from diamond_play.play.controls import AtariControls, KeymapControls, default_keymap
+from diamond_play.play.controls import AtariControls, KeymapControls, default_keymap, read_action_file
 from diamond_play.play.display import init_window_display
 
 
@@ -51,13 +51,9 @@ def scripted_policy(policy: str, num_actions: int, rng: np.random.Generator):
     path = Path(policy)
     if not path.is_file():
         raise UserError(f"--policy {policy!r}: use human, random or an existing action file")
-    data = np.load(path) if path.suffix == ".npy" else np.array(
-        [float(x) for x in path.read_text().replace(",", " ").split()])
-    data = np.asarray(data).reshape(-1)
-    if len(data) == 0 or data.min() < 0 or data.max() >= num_actions:
-        raise UserError(f"action file {str(path)!r} must hold actions in 0..{num_actions - 1}")
-    actions = iter(np.resize(data.astype(int), 10**7))
-    return lambda: int(next(actions))
+    actions = read_action_file(path, num_actions)
+    counter = iter(range(10**12))
+    return lambda: actions[next(counter) % len(actions)]
 
 
 def record(opts: RecordOptions) -> Dataset:
