@@ -73,46 +73,27 @@ def cmd_info(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def name_unknown_game(agent, game: str) -> None:
-    """Give an engine imported without a game name the game the user named, if its actions fit."""
-    from diamond_play.envs.atari import action_meanings
-
-    names = list(action_meanings(game))
-    if len(names) != agent.config.num_actions:
-        raise UserError(f"these weights have {agent.config.num_actions} actions but {game} has {len(names)}: "
-                        "name the game they were trained on")
-    agent.config.game, agent.config.action_names = game, names
-
-
 def cmd_play(args: argparse.Namespace, agent=None) -> None:
+    """`atari GAME` / `csgo` (the engine resolved by game), or `play --weights W` (`agent` already loaded)."""
     from diamond_play.config import csgo_sampling
     from diamond_play.devices import resolve_device
-    from diamond_play.envs.atari import canonical_game
     from diamond_play.play.app import PlayOptions, run_headless, run_window
     from diamond_play.play.controls import AtariControls
+    from diamond_play.play.engines import engine_for_game
     from diamond_play.play.session import PlaySession
-    from diamond_play.weights.loading import default_weights, load_agent
 
-    kind = args.command
-    game = canonical_game(args.game) if agent is None and kind == "atari" else "csgo"
+    help_keys, fast = getattr(args, "help_keys", False), getattr(args, "fast", False)
     use_threads(args.threads)
-    if not args.headless and not args.help_keys:
+    if not args.headless and not help_keys:
         from diamond_play.play.display import require_display
 
         require_display()  # before anything is loaded or written
     device = resolve_device(args.device)
     if agent is None:
-        weights = args.weights or default_weights(kind, game)
-        agent = load_agent(weights, device=device, config=getattr(args, "config", None),
-                           game=game if kind == "atari" else None)
-        if kind == "atari" and agent.config.kind == "atari" and agent.config.game == "unknown":
-            name_unknown_game(agent, game)  # an official checkpoint imported under another file name
-        if agent.config.kind != kind or (kind == "atari" and agent.config.game != game):
-            raise UserError(f"{weights} holds a {agent.config.game} ({agent.config.kind}) engine, not {game}: pass "
-                            "matching --weights")
-    else:
-        kind, game = agent.config.kind, agent.config.game
-    if kind == "atari" and args.help_keys:
+        agent = engine_for_game(args.command, getattr(args, "game", None), args.weights, device,
+                                getattr(args, "config", None))
+    kind, game = agent.config.kind, agent.config.game
+    if kind == "atari" and help_keys:
         print(f"{game}: W/A/S/D move, Space fires; the game's actions and their keys:")
         print("\n".join(AtariControls(agent.config.action_names).help_lines()))
         print("Enter reset, . pause, e step while paused, m human/policy, left/right view (world model, side by "
@@ -120,7 +101,7 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
         return
     # CS:GO plays with the weights' sampler settings (the paper's 3 + 10 steps for imported official weights);
     # --fast switches to the official fast preset.
-    sampling = csgo_sampling("fast") if kind == "csgo" and args.fast else None
+    sampling = csgo_sampling("fast") if kind == "csgo" and fast else None
     opts = PlayOptions(fps=args.fps, size=args.size, headless=args.headless, frames=args.frames,
                        actions=args.actions, record=args.record, hud=not args.no_hud,
                        mouse_multiplier=getattr(args, "mouse_multiplier", 10.0), screenshot=args.screenshot)
@@ -275,19 +256,9 @@ def cmd_record(args: argparse.Namespace) -> None:
 
 def cmd_play_weights(args: argparse.Namespace) -> None:
     from diamond_play.devices import resolve_device
-    from diamond_play.weights.loading import load_agent
+    from diamond_play.play.engines import engine_from_weights
 
-    if args.weights is None:
-        raise UserError("which engine? `diamond-play play --weights W` plays a weights directory, a training run or "
-                        "an official .pt; for the shipped or downloaded engines use `diamond-play atari GAME` or "
-                        "`diamond-play csgo`")
-    agent = load_agent(args.weights, device=resolve_device(args.device))
-    if agent.config.game_kind.real_game and agent.config.game == "unknown":
-        raise UserError(f"{args.weights} does not record which Atari game it plays: play it with `diamond-play "
-                        f"atari GAME --weights {args.weights}`, or re-import it with --game GAME")
-    args.help_keys = False
-    args.fast = False
-    cmd_play(args, agent)
+    cmd_play(args, engine_from_weights(args.weights, resolve_device(args.device)))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
