@@ -25,9 +25,8 @@ from diamond_play.data.episodes import Dataset
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.errors import UserError
 from diamond_play.frames import frames_to_tensor
-from diamond_play.imagine import predict_low_res
 from diamond_play.models.agent import Agent
-from diamond_play.models.denoiser import make_randn
+from diamond_play.world_model import WorldModel
 
 SWAPPED_STEPS = 8
 
@@ -63,20 +62,18 @@ def imagined_end_within(agent: Agent, dataset: Dataset, action: int | None, hori
     assert agent.rew_end_model is not None
     torch.manual_seed(seed)
     episodes = [dataset[i] for i in range(len(dataset))]
-    n = agent.denoiser.num_steps_conditioning
-    batch = SegmentSampler(episodes, n, segments, seed=seed).sample(segments)
-    obs, act = batch.obs.clone(), batch.act.clone()
-    sampler = dataclasses.replace(agent.config.sampling.dynamics, num_steps_denoising=euler_steps)
-    randn = make_randn("cpu")
-    _, _, state = agent.rew_end_model.predict_rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+    batch = SegmentSampler(episodes, agent.denoiser.num_steps_conditioning, segments, seed=seed).sample(segments)
+    sampling = dataclasses.replace(agent.config.sampling, dynamics=dataclasses.replace(
+        agent.config.sampling.dynamics, num_steps_denoising=euler_steps))
+    world = WorldModel(agent, segments, sampling)
+    world.fill(batch.obs, batch.act)
     survive = torch.ones(segments)
     for _ in range(horizon):
-        act[:, -1] = torch.randint(0, agent.config.num_actions, (segments,)) if action is None else action
-        nxt = predict_low_res(agent.denoiser, sampler, obs, act, randn).float()
-        _, logits_end, state = agent.rew_end_model.predict_rew_end(obs[:, -1:], act[:, -1:], nxt[:, None], state)
-        survive = survive * (1 - logits_end[:, 0].softmax(-1)[:, 1])
-        obs, act = obs.roll(-1, dims=1), act.roll(-1, dims=1)
-        obs[:, -1] = nxt
+        act = torch.randint(0, agent.config.num_actions, (segments,)) if action is None else torch.full(
+            (segments,), action)
+        step = world.step_batch(act)
+        assert step.end_probability is not None
+        survive = survive * (1 - step.end_probability)
     return float(1 - survive.mean())
 
 

@@ -34,6 +34,7 @@ class WorldModelStep:
     full_res: Tensor | None  # (B, C, H, W): the upsampler's frame (two-stage engines)
     reward: Tensor | None  # (B,) float: sampled clipped reward -1/0/+1; None without a reward/termination model
     end: Tensor | None  # (B,) int64: sampled termination
+    end_probability: Tensor | None = None  # (B,) float: the model's P(end), what `end` was sampled from
     component_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -145,7 +146,7 @@ class WorldModel:
         with self.autocast():
             self.act[:, -1] = act.to(self.device, self.act.dtype)
             low_res, full_res, components = self.frame(timer)
-            reward = end = None
+            reward = end = end_probability = None
             rew_end_step = self.networks.rew_end_step
             if rew_end_step is not None:
                 rew_logits, end_logits, (h, c) = rew_end_step(self.obs[:, -1:], self.act[:, -1:], low_res[:, None],
@@ -153,6 +154,7 @@ class WorldModel:
                 self.rew_end_state = (h.float(), c.float())
                 reward = sample_classes(rew_logits, self.generator).float() - 1
                 end = sample_classes(end_logits, self.generator)
+                end_probability = end_logits.float().softmax(-1).reshape(len(end), -1)[:, 1]
                 components["rew_end"] = timer.lap()
         for i in range(self.num_cond - 1):  # shift in place: no per-frame allocation
             self.obs[:, i].copy_(self.obs[:, i + 1])
@@ -160,4 +162,4 @@ class WorldModel:
         self.obs[:, -1].copy_(low_res)
         if self.full_res is not None and full_res is not None:
             self.full_res.copy_(full_res)
-        return WorldModelStep(low_res, full_res, reward, end, components)
+        return WorldModelStep(low_res, full_res, reward, end, end_probability, components)
