@@ -36,7 +36,7 @@ from diamond_play.config import (
     sized,
 )
 from diamond_play.data.collect import BREAKOUT_BALL_X, BREAKOUT_BALL_Y, BREAKOUT_PADDLE_X, BreakoutTracker
-from diamond_play.data.episodes import Dataset
+from diamond_play.data.episodes import Dataset, Episode
 from diamond_play.data.segments import SegmentSampler
 from diamond_play.devices import resolve_device
 from diamond_play.envs.atari import ATARI_100K_GAMES, AtariEnv, ale_games, human_normalized_score
@@ -244,26 +244,17 @@ def agent_layers(engine: Path | None, data: Path | None, preset: str | None) -> 
     return [PRESETS[preset], {"engine": str(engine) if engine else "", **({"data": str(data)} if data else {})}]
 
 
-def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str],
-                command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
+def load_engine_and_starts(cfg: AgentTrainConfig, device: torch.device) -> tuple[Agent, Dataset, list[Episode]]:
+    """The frozen engine, checked to be one an agent can learn in, and the dataset whose segments start the
+    imagined episodes, checked to fit it."""
     from diamond_play.weights.loading import load_agent
 
-    life = RunLifecycle(resume or out, resume is not None, command, best=-float("inf"))  # type: ignore[arg-type]
-    run = life.run
-    cfg = load_config(run, life.resuming, layers, overrides)
-    if not cfg.engine:
-        raise UserError("which world model? pass --weights ENGINE (a weights directory with a reward/termination "
-                        "model, e.g. diamond_play/shipped/atari/Breakout)")
-    use_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
     agent = load_agent(cfg.engine, device=device)
     if agent.rew_end_model is None:
         raise UserError(f"engine {cfg.engine!r} has no reward/termination model: an agent learns from imagined "
                         "rewards; train one with `diamond-play train engine` (train_rew_end=true)")
     if agent.upsampler is not None or agent.config.game_kind.multi_hot_actions:
         raise UserError("train agent needs a one-stage engine with discrete actions (Atari or a recorded game)")
-    assert agent.weights_path is not None
-    engine_digest = file_sha256(agent.weights_path / MODEL_FILE)
     dataset = engine_dataset(cfg, agent)
     episodes = [dataset[i] for i in range(len(dataset))]
     for ep in episodes:
@@ -273,6 +264,44 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
         h, w = episodes[0].frames.shape[1:3]
         raise UserError(f"dataset {str(dataset.root)!r} has {h}x{w} frames; the engine works at {size}x{size}: pass "
                         "a dataset of the engine's resolution")
+    return agent, dataset, episodes
+
+
+def real_game_evaluation(agent: Agent, cfg: AgentTrainConfig, epoch: int, games: int, ac_steps: int, hours: float,
+                         device: torch.device) -> tuple[dict[str, float], float]:
+    """`games` full real games of the actor-critic -> (scalars to log, mean return); also records the result in
+    the agent's metrics and prints a line."""
+    assert agent.actor_critic is not None
+    played = evaluate_policy(agent.actor_critic, agent.config.game, games, cfg.eval_max_steps,
+                             cfg.seed + 10_000 + epoch, device)
+    mean, std = float(np.mean(played.returns)), float(np.std(played.returns))
+    scalars = {"eval/return": mean, "eval/return_std": std, "eval/length": float(np.mean(played.lengths)),
+               "eval/episodes": games}
+    hns = human_normalized_score(agent.config.game, mean)
+    if hns is not None:
+        scalars["eval/hns"] = hns
+    tqdm.write(f"epoch {epoch}/{cfg.epochs}: {ac_steps} actor-critic steps, {hours:.2f} h, real return {mean:.1f} "
+               f"± {std:.1f} over {games} games" + (f" (HNS {hns:.3f})" if hns is not None else ""))
+    agent.config.metrics = {**agent.config.metrics, "agent_eval": {
+        "return": round(mean, 3), "return_std": round(std, 3), "episodes": games,
+        "length": round(float(np.mean(played.lengths)), 1), "actor_critic_steps": ac_steps,
+        **({"hns": round(hns, 4)} if hns is not None else {})}}
+    return scalars, mean
+
+
+def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str],
+                command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
+    life = RunLifecycle(resume or out, resume is not None, command, best=-float("inf"))  # type: ignore[arg-type]
+    run = life.run
+    cfg = load_config(run, life.resuming, layers, overrides)
+    if not cfg.engine:
+        raise UserError("which world model? pass --weights ENGINE (a weights directory with a reward/termination "
+                        "model, e.g. diamond_play/shipped/atari/Breakout)")
+    use_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    agent, dataset, episodes = load_engine_and_starts(cfg, device)
+    assert agent.weights_path is not None
+    engine_digest = file_sha256(agent.weights_path / MODEL_FILE)
 
     life.write_config(cfg)
     spawn = agent.weights_path / SPAWN_DIR
@@ -327,24 +356,11 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
             last = epoch == cfg.epochs
             is_best = False
             if is_atari and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
-                n_eval = cfg.final_eval_episodes if last else cfg.eval_episodes
-                games = evaluate_policy(agent.actor_critic, agent.config.game, n_eval, cfg.eval_max_steps,
-                                        cfg.seed + 10_000 + epoch, device)
-                mean_return = float(np.mean(games.returns))
-                scalars.update({"eval/return": mean_return, "eval/return_std": float(np.std(games.returns)),
-                                "eval/length": float(np.mean(games.lengths)), "eval/episodes": n_eval})
-                hns = human_normalized_score(agent.config.game, mean_return)
-                if hns is not None:
-                    scalars["eval/hns"] = hns
+                games = cfg.final_eval_episodes if last else cfg.eval_episodes
+                evaluated, mean_return = real_game_evaluation(agent, cfg, epoch, games, trainer.steps, hours, device)
+                scalars.update(evaluated)
                 is_best = mean_return > life.best
                 life.best = max(life.best, mean_return)
-                tqdm.write(f"epoch {epoch}/{cfg.epochs}: {trainer.steps} actor-critic steps, {hours:.2f} h, real "
-                           f"return {mean_return:.1f} ± {float(np.std(games.returns)):.1f} over {n_eval} games"
-                           + (f" (HNS {hns:.3f})" if hns is not None else ""))
-                agent.config.metrics = {**agent.config.metrics, "agent_eval": {
-                    "return": round(mean_return, 3), "return_std": round(float(np.std(games.returns)), 3),
-                    "episodes": n_eval, "length": round(float(np.mean(games.lengths)), 1),
-                    "actor_critic_steps": trainer.steps, **({"hns": round(hns, 4)} if hns is not None else {})}}
             logger.scalars(trainer.steps, scalars)
             agent.config.provenance = {**agent.config.provenance, "agent": {
                 "recipe": "train agent", "engine": str(cfg.engine), "data": str(dataset.root),
