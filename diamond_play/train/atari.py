@@ -371,6 +371,61 @@ def load_config(run: RunDir, game: str | None, preset: str | None, resume: bool,
     return build_run_config(AtariTrainConfig, [PRESETS[preset], {"game": canonical, "preset": preset}], overrides)
 
 
+def three_phases(cfg: AtariTrainConfig, agent: Agent, episodes: list[Episode], device: torch.device,
+                 dist_info: DistInfo) -> tuple[list, RolloutRunner, dict[str, np.random.Generator], SegmentSampler]:
+    """The loop's three phases (trainer, micro-batches, loss, phase config) over the shared, growing `episodes`:
+    denoiser, reward/termination model, actor-critic in imagination; -> (phases, the rollout runner, the samplers'
+    random generators, the denoiser's sampler)."""
+    assert agent.rew_end_model is not None and agent.actor_critic is not None
+    seed = cfg.seed * 1000 + dist_info.rank
+    den_sampler = SegmentSampler(episodes, cfg.num_steps_conditioning + 1 + cfg.num_autoregressive_steps,
+                                 cfg.denoiser.batch_size, seed=seed, recency=True)
+    rew_sampler = SegmentSampler(episodes, cfg.rew_end_seq_length, cfg.rew_end.batch_size, seed=seed + 100,
+                                 recency=True, beyond_end=True)
+    start_sampler = SegmentSampler(episodes, cfg.num_steps_conditioning, cfg.actor_critic.batch_size,
+                                   seed=seed + 200, recency=True)
+    # The networks keep training: a mode that leaves the modules as they are.
+    world_model = imagination_world_model(agent, cfg.actor_critic.batch_size, ATARI_SAMPLER, device,
+                                          AUTOCAST_BF16 if cfg.amp else ExecutionMode())
+    runner = RolloutRunner(ImaginedEnvs(world_model, start_sampler, cfg.imagination_horizon),
+                           agent.actor_critic.cfg.lstm_dim)
+    phases = [
+        (ModelTrainer("denoiser", agent.denoiser, cfg.denoiser.optim, device, cfg.amp, cfg.compile, dist_info),
+         batches(den_sampler, device), denoiser_loss, cfg.denoiser),
+        (ModelTrainer("rew_end", agent.rew_end_model, cfg.rew_end.optim, device, cfg.amp, False, dist_info),
+         batches(rew_sampler, device), rew_end_loss, cfg.rew_end),
+        (ModelTrainer("actor_critic", agent.actor_critic, cfg.actor_critic.optim, device, cfg.amp, False, dist_info),
+         forever(), imagination_loss_fn(runner, cfg.backup_every, cfg.rl), cfg.actor_critic),
+    ]
+    rngs = {"denoiser": den_sampler.rng, "rew_end": rew_sampler.rng, "starts": start_sampler.rng}
+    return phases, runner, rngs, den_sampler
+
+
+def play_test_games(agent: Agent, cfg: AtariTrainConfig, epoch: int, num_epochs: int, env_steps: int,
+               device: torch.device) -> tuple[dict[str, float], float]:
+    """An epoch's test games (the last epoch's `final_eval_episodes`) -> (scalars to log, mean return); records
+    the result in the agent's metrics and prints it (beside the paper's reference scores at the end)."""
+    assert agent.actor_critic is not None
+    last_epoch = epoch == num_epochs
+    n_eval = cfg.final_eval_episodes if last_epoch else cfg.eval_episodes
+    eval_returns = evaluate_policy(agent.actor_critic, cfg.game, n_eval, cfg.eval_max_steps,
+                                   cfg.seed + 10_000 + epoch, device).returns
+    mean_return = float(np.mean(eval_returns))
+    scalars = {"eval/return": mean_return}
+    hns = human_normalized_score(cfg.game, mean_return)
+    if hns is not None:
+        scalars["eval/hns"] = hns
+    tqdm.write(f"epoch {epoch}/{num_epochs}: {env_steps} env steps, eval return {mean_return:.1f} "
+               f"over {n_eval} episodes" + (f" (HNS {hns:.3f})" if hns is not None else ""))
+    ref = reference_scores().get(cfg.game)
+    if last_epoch and ref is not None:
+        tqdm.write(f"final: return {mean_return:.1f} ± {float(np.std(eval_returns)):.1f} over {n_eval} "
+                   f"games; random policy {ref.random}, human {ref.human}, DIAMOND (paper) {ref.diamond}")
+    agent.config.metrics = {"eval_return": round(mean_return, 3), "eval_episodes": n_eval,
+                            **({"eval_hns": round(hns, 4)} if hns is not None else {})}
+    return scalars, mean_return
+
+
 def train_atari(game: str | None, out: Path | None, resume: Path | None, preset: str | None,
                 overrides: list[str], command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
@@ -397,28 +452,8 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
     assert agent.rew_end_model is not None and agent.actor_critic is not None
 
     episodes: list[Episode] = []  # what the models train on: finished episodes + the one in progress
-    seed = cfg.seed * 1000 + dist_info.rank
-    den_sampler = SegmentSampler(episodes, cfg.num_steps_conditioning + 1 + cfg.num_autoregressive_steps,
-                                 cfg.denoiser.batch_size, seed=seed, recency=True)
-    rew_sampler = SegmentSampler(episodes, cfg.rew_end_seq_length, cfg.rew_end.batch_size, seed=seed + 100,
-                                 recency=True, beyond_end=True)
-    start_sampler = SegmentSampler(episodes, cfg.num_steps_conditioning, cfg.actor_critic.batch_size,
-                                   seed=seed + 200, recency=True)
-    # The networks keep training: a mode that leaves the modules as they are.
-    world_model = imagination_world_model(agent, cfg.actor_critic.batch_size, ATARI_SAMPLER, device,
-                                          AUTOCAST_BF16 if cfg.amp else ExecutionMode())
-    envs = ImaginedEnvs(world_model, start_sampler, cfg.imagination_horizon)
-    runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
-    phases = [
-        (ModelTrainer("denoiser", agent.denoiser, cfg.denoiser.optim, device, cfg.amp, cfg.compile, dist_info),
-         batches(den_sampler, device), denoiser_loss, cfg.denoiser),
-        (ModelTrainer("rew_end", agent.rew_end_model, cfg.rew_end.optim, device, cfg.amp, False, dist_info),
-         batches(rew_sampler, device), rew_end_loss, cfg.rew_end),
-        (ModelTrainer("actor_critic", agent.actor_critic, cfg.actor_critic.optim, device, cfg.amp, False, dist_info),
-         forever(), imagination_loss_fn(runner, cfg.backup_every, cfg.rl), cfg.actor_critic),
-    ]
+    phases, runner, np_rngs, den_sampler = three_phases(cfg, agent, episodes, device, dist_info)
     collector = Collector(cfg.game, dataset, cfg.epsilon, cfg.seed, device) if dataset is not None else None
-    np_rngs = {"denoiser": den_sampler.rng, "rew_end": rew_sampler.rng, "starts": start_sampler.rng}
 
     num_epochs = None
     state = life.restore([trainer for trainer, *_ in phases], fresh_optimisers)
@@ -488,24 +523,10 @@ def train_atari(game: str | None, out: Path | None, resume: Path | None, preset:
             is_best = False
             last_epoch = epoch == num_epochs
             if last_epoch or (cfg.eval_every and epoch % cfg.eval_every == 0):
-                n_eval = cfg.final_eval_episodes if last_epoch else cfg.eval_episodes
-                eval_returns = evaluate_policy(agent.actor_critic, cfg.game, n_eval, cfg.eval_max_steps,
-                                               cfg.seed + 10_000 + epoch, device).returns
-                mean_return = float(np.mean(eval_returns))
-                scalars["eval/return"] = mean_return
-                hns = human_normalized_score(cfg.game, mean_return)
-                if hns is not None:
-                    scalars["eval/hns"] = hns
+                evaluated, mean_return = play_test_games(agent, cfg, epoch, num_epochs, env_steps, device)
+                scalars.update(evaluated)
                 is_best = mean_return > life.best
                 life.best = max(life.best, mean_return)
-                tqdm.write(f"epoch {epoch}/{num_epochs}: {env_steps} env steps, eval return {mean_return:.1f} "
-                           f"over {n_eval} episodes" + (f" (HNS {hns:.3f})" if hns is not None else ""))
-                ref = reference_scores().get(cfg.game)
-                if last_epoch and ref is not None:
-                    tqdm.write(f"final: return {mean_return:.1f} ± {float(np.std(eval_returns)):.1f} over {n_eval} "
-                               f"games; random policy {ref.random}, human {ref.human}, DIAMOND (paper) {ref.diamond}")
-                agent.config.metrics = {"eval_return": round(mean_return, 3), "eval_episodes": n_eval,
-                                        **({"eval_hns": round(hns, 4)} if hns is not None else {})}
             logger.scalars(epoch, scalars)
             if cfg.sample_every and epoch % cfg.sample_every == 0:
                 logger.image(epoch, "samples/real_vs_imagined", sample_strip(agent, den_sampler, device, epoch))
