@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +79,19 @@ def test_train_agent_logs_probes_evaluates_exports_and_resumes_exactly(engine_an
     # One epoch, then a resume to two: the same weights as the uninterrupted run.
     part = tmp_path / "part"
     assert main(run_args(engine, data, part, "epochs=1")) == 0
+    older = tmp_path / "older"  # the same state as written before the run lifecycle: one trainer under "trainer"
+    shutil.copytree(part, older)
+    state = torch.load(older / "checkpoints/state.pt", weights_only=True)
+    state["trainer"] = state.pop("trainers")["actor_critic"]
+    torch.save(state, older / "checkpoints/state.pt")
     assert main(["train", "agent", "--resume", str(part), "epochs=2"]) == 0
     a = load_file(part / "checkpoints/last/model.safetensors")
     b = load_file(full / "checkpoints/last/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in b)
     assert [int(float(r["epoch"])) for r in csv.DictReader((part / "log.csv").open())] == [1, 2]
+    assert main(["train", "agent", "--resume", str(older), "epochs=2"]) == 0
+    c = load_file(older / "checkpoints/last/model.safetensors")
+    assert all(torch.equal(c[k], b[k]) for k in b)
 
 
 def test_train_agent_bad_input_is_one_line(engine_and_data, tmp_path, capsys):

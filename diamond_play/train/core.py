@@ -374,6 +374,9 @@ class RunLifecycle:
         if self.is_main:
             self.run.remove_interrupted_writes()
         state = self.run.load_state()
+        trainers = list(trainers)
+        if "trainers" not in state and "trainer" in state and len(trainers) == 1:
+            state["trainers"] = {trainers[0].name: state.pop("trainer")}  # `train agent` states before the lifecycle
         restore_trainers(trainers, state["trainers"], fresh_optimisers)
         self.epoch, self.best = state["epoch"], state["best"]
         self.seconds_before = float(state.get("train_seconds", 0.0))
