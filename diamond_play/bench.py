@@ -291,7 +291,7 @@ def train_phases(kind: str, batch_size: int | None = None) -> list[TrainPhase]:
                 segment_phase("upsampler", "upsampler", upsampler_loss, 3, 4)]
 
     def actor_critic(agent: Agent, device: torch.device, mode: TrainMode):
-        from diamond_play.accel.modes import AUTOCAST_BF16, ExecutionMode
+        from diamond_play.accel.modes import training_mode
         from diamond_play.train.atari import AtariTrainConfig, forever
         from diamond_play.train.rl import ImaginedEnvs, RolloutRunner, imagination_loss_fn, imagination_world_model
 
@@ -299,7 +299,7 @@ def train_phases(kind: str, batch_size: int | None = None) -> list[TrainPhase]:
 
         starts = SegmentSampler(episodes, 4, batch_size or 32, seed=0, recency=True)
         world_model = imagination_world_model(agent, starts.batch_size, ATARI_SAMPLER, device,
-                                              AUTOCAST_BF16 if mode.bf16 else ExecutionMode())
+                                              training_mode(mode.bf16))
         envs = ImaginedEnvs(world_model, starts, 15)
         runner = RolloutRunner(envs, agent.actor_critic.cfg.lstm_dim)
         return agent.actor_critic, forever(), imagination_loss_fn(runner, cfg.backup_every, cfg.rl)

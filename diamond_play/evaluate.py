@@ -145,16 +145,18 @@ def one_step(agent: Agent, episodes: list[Episode], device: torch.device, randn,
 
 
 def replay_world_model(agent: Agent, starts: list[tuple[Episode, int]], device: torch.device,
-                       generator: torch.Generator, with_full_res: bool) -> WorldModel:
+                       generator: torch.Generator, last_shown: Tensor | None = None) -> WorldModel:
     """The batched core filled with each start's L real frames and actions (episode, first frame index), ready to
-    replay the real actions that follow."""
+    replay the real actions that follow. Two-stage engines also take the last real full-res frames (`last_shown`
+    when the caller has read them already)."""
     n = agent.denoiser.num_steps_conditioning
     wm = WorldModel(agent, num_envs=len(starts), device=device, generator=generator)
     obs = frames_to_tensor(np.stack([e.frames[s : s + n] for e, s in starts])).to(device)
     act = torch.from_numpy(np.stack([e.actions[s : s + n] for e, s in starts])).to(device)
     full_res = None
-    if with_full_res and agent.upsampler is not None:
-        full_res = frames_to_tensor(np.stack([_shown(agent, e, s + n - 1) for e, s in starts])).to(device)
+    if agent.upsampler is not None:
+        full_res = last_shown if last_shown is not None else frames_to_tensor(
+            np.stack([_shown(agent, e, s + n - 1) for e, s in starts])).to(device)
     wm.fill(obs, act, full_res)
     return wm
 
@@ -178,8 +180,8 @@ def open_loop(agent: Agent, episodes: list[Episode], device: torch.device, gener
             starts += [(e, int(s)) for s in np.linspace(0, usable - 1, starts_per_episode).round().astype(int)]
     if not starts:
         raise UserError(f"no held-out episode is longer than {n + H} frames: use longer episodes or smaller horizons")
-    wm = replay_world_model(agent, starts, device, generator, with_full_res=True)
     last_real = frames_to_tensor(np.stack([_shown(agent, e, s + n - 1) for e, s in starts])).to(device)
+    wm = replay_world_model(agent, starts, device, generator, last_real)
     model, baseline = {h: 0.0 for h in horizons}, {h: 0.0 for h in horizons}
     strip_real, strip_pred = [], []
     for k in tqdm(range(H), desc="eval: open loop", unit="step", leave=False, disable=not show_progress):
@@ -254,7 +256,7 @@ def reward_events(agent: Agent, episodes: list[Episode], device: torch.device, g
                   disable=not show_progress):
         chunk = events[i : i + batch_size]
         starts = [(e, s) for e, s, _, _ in chunk]
-        wm = replay_world_model(agent, starts, device, generator, with_full_res=False)
+        wm = replay_world_model(agent, starts, device, generator)
         # The event is judged on the dynamics model's frames.
         imagined = [wm.step_batch(replayed_action(starts, n, k)).low_res.cpu() for k in range(steps)]
         rollouts = torch.stack(imagined, dim=1)  # (B, steps, C, H, W)

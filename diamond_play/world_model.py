@@ -38,9 +38,13 @@ class WorldModelStep:
     component_s: dict[str, float] = field(default_factory=dict)
 
 
-def sample_classes(logits: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One class per row of logits (B, ..., K) -> (B,), from `generator` (None: torch's global generator)."""
-    probs = logits.float().softmax(-1).reshape(logits.shape[0], -1)
+def class_probabilities(logits: Tensor) -> Tensor:
+    """Logits (B, ..., K) with one time step -> probabilities (B, K) in fp32."""
+    return logits.float().softmax(-1).reshape(logits.shape[0], -1)
+
+
+def sample_classes(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One class per row of probs (B, K) -> (B,), from `generator` (None: torch's global generator)."""
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -152,9 +156,10 @@ class WorldModel:
                 rew_logits, end_logits, (h, c) = rew_end_step(self.obs[:, -1:], self.act[:, -1:], low_res[:, None],
                                                               self.rew_end_state)
                 self.rew_end_state = (h.float(), c.float())
-                reward = sample_classes(rew_logits, self.generator).float() - 1
-                end = sample_classes(end_logits, self.generator)
-                end_probability = end_logits.float().softmax(-1).reshape(len(end), -1)[:, 1]
+                end_probs = class_probabilities(end_logits)
+                reward = sample_classes(class_probabilities(rew_logits), self.generator).float() - 1
+                end = sample_classes(end_probs, self.generator)
+                end_probability = end_probs[:, 1]
                 components["rew_end"] = timer.lap()
         for i in range(self.num_cond - 1):  # shift in place: no per-frame allocation
             self.obs[:, i].copy_(self.obs[:, i + 1])

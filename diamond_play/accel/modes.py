@@ -77,6 +77,12 @@ EXECUTION_MODES = {
 AUTOCAST_BF16 = ExecutionMode("autocast-bf16", bf16=True)
 
 
+def training_mode(amp: bool) -> ExecutionMode:
+    """The mode for networks that are still training: bf16 autocast with `amp`, else eager fp32; neither changes
+    the modules."""
+    return AUTOCAST_BF16 if amp else EXECUTION_MODES["eager-fp32"]
+
+
 def with_levers(mode: ExecutionMode, **levers: object) -> ExecutionMode:
     """`mode` with some lever fields changed (gpu_compiler, inductor_mode, cudnn_benchmark)."""
     return dataclasses.replace(mode, **levers)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from torch.distributions import Categorical
 from tqdm import tqdm
 
 from diamond_play import __version__
-from diamond_play.accel.modes import AUTOCAST_BF16, ExecutionMode
+from diamond_play.accel.modes import training_mode
 from diamond_play.config import (
     ACTOR_CRITIC_SIZES,
     ATARI_SAMPLER,
@@ -384,9 +384,8 @@ def three_phases(cfg: AtariTrainConfig, agent: Agent, episodes: list[Episode], d
                                  recency=True, beyond_end=True)
     start_sampler = SegmentSampler(episodes, cfg.num_steps_conditioning, cfg.actor_critic.batch_size,
                                    seed=seed + 200, recency=True)
-    # The networks keep training: a mode that leaves the modules as they are.
     world_model = imagination_world_model(agent, cfg.actor_critic.batch_size, ATARI_SAMPLER, device,
-                                          AUTOCAST_BF16 if cfg.amp else ExecutionMode())
+                                          training_mode(cfg.amp))
     runner = RolloutRunner(ImaginedEnvs(world_model, start_sampler, cfg.imagination_horizon),
                            agent.actor_critic.cfg.lstm_dim)
     phases = [
