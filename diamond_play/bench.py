@@ -23,15 +23,12 @@ from diamond_play.accel.modes import EXECUTION_MODES, ExecutionMode, available_e
 from diamond_play.config import (
     ATARI_SAMPLER,
     SamplingConfig,
-    WeightsConfig,
-    atari_agent_config,
-    csgo_agent_config,
-    csgo_sampling,
 )
 from diamond_play.data.spawns import StartState
 from diamond_play.engine import WorldModelEngine
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
+from diamond_play.games import NAMED_GAMES
 from diamond_play.models.agent import Agent
 
 
@@ -82,12 +79,9 @@ def cpu_isa() -> str:
 
 
 def random_agent(kind: str) -> Agent:
+    """The paper-size engine of `kind` with random weights, the same for every call."""
     torch.manual_seed(0)
-    if kind == "atari":
-        return Agent(WeightsConfig(agent=atari_agent_config(4), game="Breakout", num_actions=4,
-                                   sampling=SamplingConfig(dynamics=ATARI_SAMPLER)))
-    return Agent(WeightsConfig(agent=csgo_agent_config(), game="csgo", kind="csgo", num_actions=csgo.NUM_ACTIONS,
-                               frame_size=[150, 280], sampling=csgo_sampling("quality")))
+    return NAMED_GAMES[kind].random_engine()
 
 
 def synthetic_start(engine: WorldModelEngine) -> StartState:
@@ -166,7 +160,7 @@ def load_bench_agent(kind: str, weights: Path | None) -> Agent:
     from diamond_play.weights.loading import load_agent
 
     agent = load_agent(weights)
-    if agent.config.kind != kind and not (kind == "atari" and agent.config.kind == "custom"):
+    if agent.config.kind not in NAMED_GAMES[kind].bench_kinds:
         raise UserError(f"{weights} holds a {agent.config.kind} engine, not {kind}")
     return agent
 
@@ -181,7 +175,7 @@ def run_play_bench(kind: str, preset: str, device: torch.device, frames: int, mo
     if "eager-fp32" not in modes:
         modes = ["eager-fp32", *modes]  # the reference every other mode is compared with
     agent = load_bench_agent(kind, weights)
-    sampling = csgo_sampling(preset) if kind == "csgo" else None
+    sampling = NAMED_GAMES[kind].sampling(preset)
     results, reference = [], None
     for name in modes:
         result, first = bench_mode(agent, EXECUTION_MODES[name], sampling, device, frames, warmup)

@@ -28,17 +28,10 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from diamond_play.weights.hub import download_atari, download_csgo
+    from diamond_play.games import NAMED_GAMES
 
     overwrite = args.force or args.out is None  # the default location is a cache: refreshing it is safe
-    if args.kind == "atari":
-        if not args.game:
-            raise UserError("which game? usage: diamond-play download atari GAME (e.g. Breakout)")
-        out = download_atari(args.game, out_dir=args.out, source_dir=args.source, overwrite=overwrite)
-    else:
-        if args.game:
-            raise UserError("`diamond-play download csgo` takes no game name")
-        out = download_csgo(out_dir=args.out, source_dir=args.source, overwrite=overwrite)
+    out = NAMED_GAMES[args.kind].download(args.game, args.out, args.source, overwrite)
     print(f"official weights ready in {out}")
 
 
@@ -92,8 +85,8 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
     if agent is None:
         agent = engine_for_game(args.command, getattr(args, "game", None), args.weights, device,
                                 getattr(args, "config", None))
-    kind, game = agent.config.kind, agent.config.game
-    if kind == "atari" and help_keys:
+    game = agent.config.game
+    if help_keys:  # `atari GAME --help-keys`
         print(f"{game}: W/A/S/D move, Space fires; the game's actions and their keys:")
         print("\n".join(AtariControls(agent.config.action_names).help_lines()))
         print("Enter reset, . pause, e step while paused, m human/policy, left/right view (world model, side by "
@@ -101,7 +94,7 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
         return
     # CS:GO plays with the weights' sampler settings (the paper's 3 + 10 steps for imported official weights);
     # --fast switches to the official fast preset.
-    sampling = csgo_sampling("fast") if kind == "csgo" and fast else None
+    sampling = csgo_sampling("fast") if fast else None  # `csgo --fast`
     opts = PlayOptions(fps=args.fps, size=args.size, headless=args.headless, frames=args.frames,
                        actions=args.actions, record=args.record, hud=not args.no_hud,
                        mouse_multiplier=getattr(args, "mouse_multiplier", 10.0), screenshot=args.screenshot)
@@ -336,7 +329,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise UserError(f"unexpected {args.target!r}: `bench {args.kind}` takes no second word")
     modes = args.modes.split(",") if args.modes else available_execution_modes(device)
     results = run_play_bench(args.kind, args.preset, device, args.frames, modes, args.weights)
-    what = f"play {args.kind}" + (f" {args.preset}" if args.kind == "csgo" else "")
+    from diamond_play.games import NAMED_GAMES
+
+    what = f"play {args.kind}" + (f" {args.preset}" if NAMED_GAMES[args.kind].sampling_presets else "")
     print(f"{what}, batch 1, {args.frames} frames per mode on {machine_description(device)}")
     print(format_table(results))
     if args.json:

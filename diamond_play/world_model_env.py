@@ -12,9 +12,9 @@ import torch
 from diamond_play.accel.modes import ExecutionMode, execution_mode_named
 from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
+from diamond_play.games import NAMED_GAMES, game_of
 from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
-from diamond_play.starts import AtariStarts, start_states
 
 
 class WorldModelEnv(gym.Env):
@@ -43,18 +43,16 @@ class WorldModelEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
         self.action_space = (gym.spaces.MultiBinary(cfg.num_actions) if self.engine.multi_hot
                              else gym.spaces.Discrete(cfg.num_actions))
-        self.starts = start_states(cfg, agent.weights_path, self.engine.num_cond, self.engine.low_res_size[0], seed=0,
-                                   spawn=spawn, rng=np.random.default_rng(0))
+        self.starts = game_of(cfg).start_states(cfg, agent.weights_path, self.engine.num_cond,
+                                                self.engine.low_res_size[0], seed=0, spawn=spawn,
+                                                rng=np.random.default_rng(0))
         self._frame: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if seed is not None:
             self.engine.generator.manual_seed(seed)
-            if isinstance(self.starts, AtariStarts):
-                self.starts.restart(seed)
-            else:
-                self.starts.rng = np.random.default_rng(seed)
+            self.starts.restart(seed)
         self._frame = self.engine.reset(self.starts.start_state())
         return self._frame, {}
 
@@ -87,15 +85,14 @@ def make_env(game: str, weights: str | Path | None = None, device: str = "cpu", 
     use_threads(threads)
     from gymnasium.envs.registration import EnvSpec
 
-    from diamond_play.envs.atari import canonical_game
     from diamond_play.weights.loading import default_weights, load_agent
 
-    kind = "csgo" if game.lower() == "csgo" else "atari"
-    name = "csgo" if kind == "csgo" else canonical_game(game)
-    agent = load_agent(weights or default_weights(kind, name), device=device)
+    named = NAMED_GAMES["csgo"] if game.lower() == "csgo" else NAMED_GAMES["atari"]  # "csgo" or an Atari game
+    name = named.engine_game(game)
+    agent = load_agent(weights or default_weights(named.traits.name, name), device=device)
     env = WorldModelEnv(agent, device=device, **kwargs)
     # What gymnasium.make("diamond_play/GAME-v0") would record (it replaces this with its own when used).
-    env.spec = EnvSpec(f"diamond_play/{'CSGO' if kind == 'csgo' else name}-v0",
+    env.spec = EnvSpec(named.env_id(name),
                        entry_point="diamond_play.world_model_env:make_env",
                        kwargs={"game": name, "weights": None if weights is None else str(weights), "device": device,
                                **kwargs})

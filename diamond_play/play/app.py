@@ -12,7 +12,6 @@ import numpy as np
 import pygame
 
 from diamond_play.config import GameKind
-from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.imagine import Cancelled
 from diamond_play.play.controls import (
@@ -142,10 +141,7 @@ class Stats:
 
 
 def action_label(session: PlaySession, action) -> str:
-    if session.game_kind.multi_hot_actions:
-        return csgo.describe_action(csgo.decode_action(np.asarray(action)))
-    names = session.engine.config.action_names
-    return names[int(action)] if int(action) < len(names) else str(int(action))
+    return session.game.describe_action(session.engine.config, action)
 
 
 NOTICE_SECONDS = 4.0
@@ -400,21 +396,12 @@ def run_window(session: PlaySession, opts: PlayOptions) -> Stats:
 # Headless
 
 
-def random_csgo_action(rng: np.random.Generator) -> np.ndarray:
-    keys = [k for k in csgo.KEYS if rng.random() < 0.15]
-    return csgo.encode_action(csgo.CSGOAction(
-        keys=tuple(k for k in csgo.KEYS if k in csgo.resolve_forbidden(keys)), l_click=bool(rng.random() < 0.1),
-        mouse_x=int(rng.choice(csgo.MOUSE_X_BINS)), mouse_y=int(rng.choice(csgo.MOUSE_Y_BINS))))
-
-
 def scripted_actions(session: PlaySession, source: str):
     """random or a file -> a function of the step index giving the action."""
     rng = np.random.default_rng(0)
     if source == "random":
         n = session.engine.config.num_actions
-        if session.engine.multi_hot:
-            return lambda _step: random_csgo_action(rng)
-        return lambda _step: int(rng.integers(n))
+        return lambda _step: session.game.random_action(n, rng)
     path = Path(source)
     if not path.is_file():
         raise UserError(f"action file {str(path)!r} not found: pass random, policy or an existing file")

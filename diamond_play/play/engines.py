@@ -8,33 +8,21 @@ from pathlib import Path
 
 import torch
 
-from diamond_play.envs.atari import action_meanings, canonical_game
 from diamond_play.errors import UserError
+from diamond_play.games import NAMED_GAMES
 from diamond_play.models.agent import Agent
 from diamond_play.weights.loading import default_weights, load_agent
-
-
-def name_unknown_game(agent: Agent, game: str) -> None:
-    """Give an engine imported without a game name the game the user named, if its actions fit."""
-    names = list(action_meanings(game))
-    if len(names) != agent.config.num_actions:
-        raise UserError(f"these weights have {agent.config.num_actions} actions but {game} has {len(names)}: "
-                        "name the game they were trained on")
-    agent.config.game, agent.config.action_names = game, names
 
 
 def engine_for_game(kind: str, game: str | None, weights: Path | None, device: torch.device,
                     config: Path | None = None) -> Agent:
     """The engine of `kind` (atari or csgo) and, for Atari, `game`: `weights` when given (it must hold that
     game), else the shipped or downloaded one."""
-    game = canonical_game(game or "") if kind == "atari" else "csgo"
+    named = NAMED_GAMES[kind]
+    game = named.engine_game(game)
     path = weights or default_weights(kind, game)
-    agent = load_agent(path, device=device, config=config, game=game if kind == "atari" else None)
-    if kind == "atari" and agent.config.kind == "atari" and agent.config.game == "unknown":
-        name_unknown_game(agent, game)  # an official checkpoint imported under another file name
-    if agent.config.kind != kind or (kind == "atari" and agent.config.game != game):
-        raise UserError(f"{path} holds a {agent.config.game} ({agent.config.kind}) engine, not {game}: pass "
-                        "matching --weights")
+    agent = load_agent(path, device=device, config=config, game=named.official_game(game))
+    named.check_engine(agent, game, path)
     return agent
 
 

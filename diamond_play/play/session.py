@@ -13,9 +13,9 @@ from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
 from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
 from diamond_play.frames import tensor_to_frames
+from diamond_play.games import game_of
 from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
-from diamond_play.starts import AtariStarts, start_states
 
 
 @dataclass
@@ -88,6 +88,7 @@ class PlaySession:
         cfg = agent.config
         self.ignore_end = ignore_end
         self.reseeds = {"end": 0, "horizon": 0}  # re-seeds since the session started, by cause
+        self.game = game_of(cfg)
         self.game_kind = cfg.game_kind
         # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready (the
         # engine says whether it can: CUDA-graph modes under torch.compile compile and capture at the first frame
@@ -102,8 +103,8 @@ class PlaySession:
         else:
             self.compiler.run()
         self.rng = np.random.default_rng(seed)
-        self.starts = start_states(cfg, agent.weights_path, self.engine.num_cond, self.engine.low_res_size[0], seed,
-                                   spawn, self.rng)
+        self.starts = self.game.start_states(cfg, agent.weights_path, self.engine.num_cond,
+                                             self.engine.low_res_size[0], seed, spawn, self.rng)
         self.policy = Policy(agent, self.engine.generator) if agent.actor_critic is not None else None
         self.recorder = None
         if record_dataset is not None:
@@ -118,16 +119,16 @@ class PlaySession:
 
     @property
     def has_real_env(self) -> bool:
-        return isinstance(self.starts, AtariStarts)
+        return self.game_kind.real_game
 
     @property
     def real_frame(self) -> np.ndarray | None:
-        return self.starts.frame if isinstance(self.starts, AtariStarts) else None
+        return self.starts.frame
 
     def reset(self, restart_real: bool = False) -> np.ndarray:
         if self.recorder is not None:
             self.recorder.flush()
-        if restart_real and isinstance(self.starts, AtariStarts):
+        if restart_real:
             self.starts.restart()
         self.frame = self.engine.reset(self.starts.start_state())
         self.episode_return = 0.0
@@ -145,7 +146,7 @@ class PlaySession:
             low_res_before = tensor_to_frames(self.engine.obs[0, -1])
             full_before = self.engine.current_frame() if self.engine.full_res is not None else None
         result = self.engine.step(action)
-        real = self.starts.step(int(action)) if isinstance(self.starts, AtariStarts) else None
+        real = self.starts.step(action)
         if self.recorder is not None:
             self.recorder.record(low_res_before, full_before, action, result.reward, result.end)
         if result.reward is not None:
