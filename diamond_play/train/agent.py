@@ -51,6 +51,7 @@ from diamond_play.train.core import (
     OptimConfig,
     RunDir,
     RunLifecycle,
+    RunLogger,
     build_run_config,
     rng_state,
     run_phase,
@@ -289,11 +290,83 @@ def real_game_evaluation(agent: Agent, cfg: AgentTrainConfig, epoch: int, games:
     return scalars, mean
 
 
+class AgentRun:
+    """An actor-critic learning inside a frozen engine: the imagined environments, the rollouts, the trainer, and
+    the probes and real games it is measured by."""
+
+    def __init__(self, cfg: AgentTrainConfig, life: RunLifecycle, agent: Agent, dataset: Dataset,
+                 episodes: list[Episode], device: torch.device) -> None:
+        self.cfg, self.life, self.agent, self.dataset, self.device = cfg, life, agent, dataset, device
+        assert agent.weights_path is not None
+        self.engine_digest = file_sha256(agent.weights_path / MODEL_FILE)
+        for p in agent.parameters():
+            p.requires_grad_(False)
+        torch.manual_seed(cfg.seed)
+        ac_cfg = actor_critic_config(cfg, agent.config)
+        agent.actor_critic = ActorCritic(ac_cfg).to(device)
+        agent.config = dataclasses.replace(agent.config, agent=dataclasses.replace(agent.config.agent,
+                                                                                   actor_critic=ac_cfg))
+        self.sampler = agent.config.sampling.dynamics
+        if cfg.num_steps_denoising:
+            self.sampler = dataclasses.replace(self.sampler, num_steps_denoising=cfg.num_steps_denoising)
+        starts = SegmentSampler(episodes, agent.denoiser.num_steps_conditioning, cfg.num_envs, seed=cfg.seed + 200)
+        self.mode = imagination_mode(cfg, device)
+        frozen = copy.deepcopy(agent)  # the mode prepares its networks in place; the exported engine stays as loaded
+        frozen.actor_critic = None
+        envs = ImaginedEnvs(imagination_world_model(frozen, cfg.num_envs, self.sampler, device, self.mode), starts,
+                            cfg.horizon)
+        self.runner = RolloutRunner(envs, ac_cfg.lstm_dim)
+        self.trainer = ModelTrainer("actor_critic", agent.actor_critic, cfg.optim, device, cfg.amp)
+        self.loss_fn = imagination_loss_fn(self.runner, cfg.backup_every, cfg.rl)
+        self.np_rngs = {"starts": starts.rng}
+        self.is_atari = agent.config.game_kind.real_game and (agent.config.game in ATARI_100K_GAMES
+                                                              or agent.config.game in ale_games())
+        self.probe = (breakout_probe_frames(cfg.probe_frames, seed=cfg.seed + 77_777)
+                      if cfg.probe_frames and agent.config.game == "Breakout" else None)
+
+    def restore(self, fresh_optimisers: Sequence[str]) -> None:
+        state = self.life.restore([self.trainer], fresh_optimisers)
+        if state:
+            if state["engine_digest"] != self.engine_digest:
+                raise UserError(f"engine {self.cfg.engine!r} is not the one this run started with (its "
+                                "model.safetensors changed): resume with the original engine, or start a new run")
+            set_rng_state(state["rng"], self.np_rngs)
+            self.runner.load_state_dict(state["rollouts"])
+
+    def end_epoch(self, logger: RunLogger, metrics: dict[str, list[float]]) -> None:
+        """After an epoch: the policy probe, real games, log, export (best: the highest real return), checkpoint."""
+        cfg, life, agent, trainer = self.cfg, self.life, self.agent, self.trainer
+        epoch, hours = life.epoch, life.train_seconds / 3600
+        assert agent.actor_critic is not None
+        scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
+        scalars.update({"epoch": epoch, "hours": hours})
+        if self.probe is not None:
+            scalars.update(breakout_probe(agent.actor_critic, self.probe, agent.config.action_names, self.device))
+        last = epoch == cfg.epochs
+        is_best = False
+        if self.is_atari and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+            games = cfg.final_eval_episodes if last else cfg.eval_episodes
+            evaluated, mean_return = real_game_evaluation(agent, cfg, epoch, games, trainer.steps, hours, self.device)
+            scalars.update(evaluated)
+            is_best = mean_return > life.best
+            life.best = max(life.best, mean_return)
+        logger.scalars(trainer.steps, scalars)
+        agent.config.provenance = {**agent.config.provenance, "agent": {
+            "recipe": "train agent", "engine": str(cfg.engine), "data": str(self.dataset.root),
+            "actor_critic_steps": trainer.steps, "epochs": epoch, "command": life.command,
+            "imagination": f"{cfg.num_envs} envs, horizon {cfg.horizon}, {self.sampler.num_steps_denoising} Euler "
+                           f"steps, world model {self.mode.name}, actor-critic {'bf16' if cfg.amp else 'fp32'}",
+            "train_hours": round(hours, 2), "trained_with": f"diamond_play {__version__}",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}
+        life.run.export_weights(agent, best=is_best)
+        life.save([trainer], rng=rng_state(self.np_rngs), rollouts=tensors_to_cpu(self.runner.state_dict()),
+                  engine_digest=self.engine_digest)
+
+
 def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str],
                 command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     life = RunLifecycle(resume or out, resume is not None, command, best=-float("inf"))  # type: ignore[arg-type]
-    run = life.run
-    cfg = load_config(run, life.resuming, layers, overrides)
+    cfg = load_config(life.run, life.resuming, layers, overrides)
     if not cfg.engine:
         raise UserError("which world model? pass --weights ENGINE (a weights directory with a reward/termination "
                         "model, e.g. diamond_play/shipped/atari/Breakout)")
@@ -301,78 +374,21 @@ def train_agent(out: Path | None, resume: Path | None, layers: list[dict[str, An
     device = resolve_device(cfg.device)
     agent, dataset, episodes = load_engine_and_starts(cfg, device)
     assert agent.weights_path is not None
-    engine_digest = file_sha256(agent.weights_path / MODEL_FILE)
-
     life.write_config(cfg)
     spawn = agent.weights_path / SPAWN_DIR
     if not life.resuming and spawn.is_dir():  # the exported engine keeps its start states
-        shutil.copytree(spawn, run.spawn_dir)
-
-    for p in agent.parameters():
-        p.requires_grad_(False)
-    torch.manual_seed(cfg.seed)
-    ac_cfg = actor_critic_config(cfg, agent.config)
-    agent.actor_critic = ActorCritic(ac_cfg).to(device)
-    agent.config = dataclasses.replace(agent.config, agent=dataclasses.replace(agent.config.agent,
-                                                                               actor_critic=ac_cfg))
-    sampler = agent.config.sampling.dynamics
-    if cfg.num_steps_denoising:
-        sampler = dataclasses.replace(sampler, num_steps_denoising=cfg.num_steps_denoising)
-    starts = SegmentSampler(episodes, agent.denoiser.num_steps_conditioning, cfg.num_envs, seed=cfg.seed + 200)
-    mode = imagination_mode(cfg, device)
-    frozen = copy.deepcopy(agent)  # the mode prepares its networks in place; the exported engine stays as loaded
-    frozen.actor_critic = None
-    envs = ImaginedEnvs(imagination_world_model(frozen, cfg.num_envs, sampler, device, mode), starts, cfg.horizon)
-    runner = RolloutRunner(envs, ac_cfg.lstm_dim)
-    trainer = ModelTrainer("actor_critic", agent.actor_critic, cfg.optim, device, cfg.amp)
-    loss_fn = imagination_loss_fn(runner, cfg.backup_every, cfg.rl)
-    np_rngs = {"starts": starts.rng}
-
-    is_atari = agent.config.game_kind.real_game and (agent.config.game in ATARI_100K_GAMES
-                                                 or agent.config.game in ale_games())
-    probe = (breakout_probe_frames(cfg.probe_frames, seed=cfg.seed + 77_777)
-             if cfg.probe_frames and agent.config.game == "Breakout" else None)
-
-    state = life.restore([trainer], fresh_optimisers)
-    if state:
-        if state["engine_digest"] != engine_digest:
-            raise UserError(f"engine {cfg.engine!r} is not the one this run started with (its model.safetensors "
-                            "changed): resume with the original engine, or start a new run")
-        set_rng_state(state["rng"], np_rngs)
-        runner.load_state_dict(state["rollouts"])
-
+        shutil.copytree(spawn, life.run.spawn_dir)
+    run = AgentRun(cfg, life, agent, dataset, episodes, device)
+    run.restore(fresh_optimisers)
     logger, bar = life.open(cfg.epochs * cfg.steps_per_epoch, f"train agent {agent.config.game}",
-                            life.epoch * cfg.steps_per_epoch, trainer.steps)
+                            life.epoch * cfg.steps_per_epoch, run.trainer.steps)
     try:
         while life.epoch < cfg.epochs:
             metrics: dict[str, list[float]] = {}
-            run_phase(trainer, forever(), loss_fn, cfg.steps_per_epoch, bar, metrics)  # rollouts, no batches
+            run_phase(run.trainer, forever(), run.loss_fn, cfg.steps_per_epoch, bar, metrics)  # rollouts, no batches
             life.epoch += 1
-            epoch, hours = life.epoch, life.train_seconds / 3600
-            scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
-            scalars.update({"epoch": epoch, "hours": hours})
-            if probe is not None:
-                scalars.update(breakout_probe(agent.actor_critic, probe, agent.config.action_names, device))
-            last = epoch == cfg.epochs
-            is_best = False
-            if is_atari and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
-                games = cfg.final_eval_episodes if last else cfg.eval_episodes
-                evaluated, mean_return = real_game_evaluation(agent, cfg, epoch, games, trainer.steps, hours, device)
-                scalars.update(evaluated)
-                is_best = mean_return > life.best
-                life.best = max(life.best, mean_return)
-            logger.scalars(trainer.steps, scalars)
-            agent.config.provenance = {**agent.config.provenance, "agent": {
-                "recipe": "train agent", "engine": str(cfg.engine), "data": str(dataset.root),
-                "actor_critic_steps": trainer.steps, "epochs": epoch, "command": life.command,
-                "imagination": f"{cfg.num_envs} envs, horizon {cfg.horizon}, {sampler.num_steps_denoising} Euler "
-                               f"steps, world model {mode.name}, actor-critic {'bf16' if cfg.amp else 'fp32'}",
-                "train_hours": round(hours, 2), "trained_with": f"diamond_play {__version__}",
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}
-            run.export_weights(agent, best=is_best)
-            life.save([trainer], rng=rng_state(np_rngs), rollouts=tensors_to_cpu(runner.state_dict()),
-                      engine_digest=engine_digest)
+            run.end_epoch(logger, metrics)
     finally:
         life.close()
-    return run.root
+    return life.run.root
 

@@ -61,6 +61,7 @@ from diamond_play.train.core import (
     OptimConfig,
     RunDir,
     RunLifecycle,
+    RunLogger,
     broadcast_object,
     build_run_config,
     finish_distributed,
@@ -425,122 +426,146 @@ def play_test_games(agent: Agent, cfg: AtariTrainConfig, epoch: int, num_epochs:
     return scalars, mean_return
 
 
+class AtariRun:
+    """One Atari 100k run's moving parts: the agent, its three phases, the real-game collector (rank 0) and the
+    episodes the models train on (the finished ones + the one in progress)."""
+
+    def __init__(self, cfg: AtariTrainConfig, life: RunLifecycle, dist_info: DistInfo, device: torch.device) -> None:
+        self.cfg, self.life, self.dist_info, self.device = cfg, life, dist_info, device
+        probe = AtariEnv(cfg.game)
+        num_actions, action_names = probe.num_actions, list(probe.action_meanings)
+        probe.close()
+        self.dataset = Dataset(life.run.root, DatasetInfo(
+            game=cfg.game, num_actions=num_actions, action_names=action_names, fps=15.0, frame_size=[64, 64],
+            source="diamond-play train atari")) if dist_info.is_main else None
+        torch.manual_seed(cfg.seed + dist_info.rank)
+        weights_cfg = WeightsConfig(agent=agent_config(cfg, num_actions), game=cfg.game, kind="atari",
+                                    num_actions=num_actions, action_names=action_names,
+                                    sampling=SamplingConfig(dynamics=dataclasses.replace(ATARI_SAMPLER)),
+                                    frame_size=[64, 64])
+        self.agent = Agent(weights_cfg).to(device)
+        assert self.agent.rew_end_model is not None and self.agent.actor_critic is not None
+        self.episodes: list[Episode] = []  # shared with the phases' samplers, refilled in place
+        self.phases, self.runner, self.np_rngs, self.den_sampler = three_phases(cfg, self.agent, self.episodes,
+                                                                                device, dist_info)
+        self.collector = (Collector(cfg.game, self.dataset, cfg.epsilon, cfg.seed, device)
+                          if self.dataset is not None else None)
+        self.finished: list[Episode] = []
+        self.in_progress: Episode | None = None
+        self.num_epochs: int | None = None  # known once the first epoch has collected
+
+    @property
+    def trainers(self) -> list[ModelTrainer]:
+        return [trainer for trainer, *_ in self.phases]
+
+    def restore(self, fresh_optimisers: Sequence[str]) -> None:
+        """Continue a saved run: models, optimisers, RNGs, imagined episodes, the emulator and the episodes."""
+        state = self.life.restore(self.trainers, fresh_optimisers)
+        if state:
+            # Each rank continues its own random stream and imagined episodes (a run resumed with a different
+            # number of processes starts the extra ranks from rank 0's).
+            own = self.dist_info.rank if self.dist_info.rank < len(state["rng"]) else 0
+            set_rng_state(state["rng"][own], self.np_rngs)
+            self.runner.load_state_dict(state["rollouts"][own])
+            self.num_epochs = state["num_epochs"]
+            if self.collector is not None and self.dataset is not None:
+                self.collector.load_state_dict(state["collector"])
+                # Episodes written after the checkpoint (by the killed epoch) are collected again, identically,
+                # from the restored emulator and RNG state: drop them so none is counted twice.
+                for path in self.dataset.episode_paths()[state["episodes_on_disk"]:]:
+                    path.unlink()
+        if self.dataset is not None and self.collector is not None:
+            finished = [self.dataset[i] for i in range(len(self.dataset))]
+            in_progress = self.collector.in_progress()
+        else:
+            finished, in_progress = [], None
+        self.finished, self.in_progress = broadcast_object((finished, in_progress), self.dist_info)
+        self.episodes[:] = self.finished + ([self.in_progress] if self.in_progress is not None else [])
+
+    def planned_updates(self, num_epochs: int) -> int:
+        first = sum(p.steps_first_epoch for *_, p in self.phases)
+        return first + (num_epochs - 1) * sum(p.steps_per_epoch for *_, p in self.phases)
+
+    def collect(self, first: bool, bar: tqdm) -> tuple[list[Episode], list[float], int, int]:
+        """Play the real game (rank 0) and share the new episodes: (new episodes, their returns, env steps so far,
+        steps collected now)."""
+        new, returns, env_steps, collected_now = [], [], 0, 0
+        if self.collector is not None:
+            before = self.collector.steps
+            new, returns = collect_epoch(self.collector, self.agent.actor_critic, self.cfg, first, bar)
+            self.in_progress = self.collector.in_progress()
+            env_steps, collected_now = self.collector.steps, self.collector.steps - before
+        new, self.in_progress, env_steps = broadcast_object((new, self.in_progress, env_steps), self.dist_info)
+        self.finished.extend(new)
+        self.episodes[:] = self.finished + ([self.in_progress] if self.in_progress is not None else [])
+        return new, returns, env_steps, collected_now
+
+    def end_epoch(self, logger: RunLogger, scalars: dict[str, float], env_steps: int, rng_states: list[Any],
+                  rollout_states: list[Any]) -> None:
+        """Rank 0 after an epoch: test games, log, sample strip, export and checkpoint (with every rank's random
+        and rollout states)."""
+        cfg, life, epoch, num_epochs = self.cfg, self.life, self.life.epoch, self.num_epochs
+        assert num_epochs is not None and self.collector is not None and self.dataset is not None
+        is_best = False
+        if epoch == num_epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
+            evaluated, mean_return = play_test_games(self.agent, cfg, epoch, num_epochs, env_steps, self.device)
+            scalars.update(evaluated)
+            is_best = mean_return > life.best
+            life.best = max(life.best, mean_return)
+        logger.scalars(epoch, scalars)
+        if cfg.sample_every and epoch % cfg.sample_every == 0:
+            logger.image(epoch, "samples/real_vs_imagined", sample_strip(self.agent, self.den_sampler, self.device,
+                                                                         epoch))
+        self.agent.config.provenance = {
+            "game": cfg.game, "env_steps": env_steps, "epochs": epoch,
+            "episodes": len(self.finished), "denoiser_steps": self.phases[0][0].steps, "command": life.command,
+            "trained_with": f"diamond_play {__version__}", "recipe": "train atari",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        life.run.export_weights(self.agent, best=is_best)
+        life.save(self.trainers, rng=rng_states, rollouts=rollout_states, num_epochs=num_epochs,
+                  collector=self.collector.state_dict(), episodes_on_disk=len(self.dataset))
+
+
 def train_atari(game: str | None, out: Path | None, resume: Path | None, preset: str | None,
                 overrides: list[str], command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
     life = RunLifecycle(resume or out, resume is not None, command, best=-float("inf"),  # type: ignore[arg-type]
                         is_main=dist_info.is_main)
-    run = life.run
-    cfg = load_config(run, game, preset, life.resuming, overrides)
+    cfg = load_config(life.run, game, preset, life.resuming, overrides)
     use_threads(cfg.num_threads)
     device = resolve_device(cfg.device, dist_info.local_rank if dist_info.enabled else None)
     life.write_config(cfg)
-    probe = AtariEnv(cfg.game)
-    num_actions, action_names = probe.num_actions, list(probe.action_meanings)
-    probe.close()
-    dataset = Dataset(run.root, DatasetInfo(
-        game=cfg.game, num_actions=num_actions, action_names=action_names, fps=15.0, frame_size=[64, 64],
-        source="diamond-play train atari")) if dist_info.is_main else None
-
-    torch.manual_seed(cfg.seed + dist_info.rank)
-    weights_cfg = WeightsConfig(agent=agent_config(cfg, num_actions), game=cfg.game, kind="atari",
-                                num_actions=num_actions, action_names=action_names,
-                                sampling=SamplingConfig(dynamics=dataclasses.replace(ATARI_SAMPLER)),
-                                frame_size=[64, 64])
-    agent = Agent(weights_cfg).to(device)
-    assert agent.rew_end_model is not None and agent.actor_critic is not None
-
-    episodes: list[Episode] = []  # what the models train on: finished episodes + the one in progress
-    phases, runner, np_rngs, den_sampler = three_phases(cfg, agent, episodes, device, dist_info)
-    collector = Collector(cfg.game, dataset, cfg.epsilon, cfg.seed, device) if dataset is not None else None
-
-    num_epochs = None
-    state = life.restore([trainer for trainer, *_ in phases], fresh_optimisers)
-    if state:
-        # Each rank continues its own random stream and imagined episodes (a run resumed with a different number
-        # of processes starts the extra ranks from rank 0's).
-        own = dist_info.rank if dist_info.rank < len(state["rng"]) else 0
-        set_rng_state(state["rng"][own], np_rngs)
-        runner.load_state_dict(state["rollouts"][own])
-        num_epochs = state["num_epochs"]
-        if collector is not None and dataset is not None:
-            collector.load_state_dict(state["collector"])
-            # Episodes written after the checkpoint (by the killed epoch) are collected again, identically, from
-            # the restored emulator and RNG state: drop them so none is counted twice.
-            for path in dataset.episode_paths()[state["episodes_on_disk"]:]:
-                path.unlink()
-    if dataset is not None and collector is not None:
-        finished = [dataset[i] for i in range(len(dataset))]
-        in_progress = collector.in_progress()
-    else:
-        finished, in_progress = [], None
-    finished, in_progress = broadcast_object((finished, in_progress), dist_info)
-    episodes[:] = finished + ([in_progress] if in_progress is not None else [])
-
-    def planned_updates(n_epochs: int) -> int:
-        first = sum(p.steps_first_epoch for *_, p in phases)
-        return first + (n_epochs - 1) * sum(p.steps_per_epoch for *_, p in phases)
-
-    estimate = num_epochs or 1 + num_epochs_after_first(cfg, cfg.first_epoch_min_steps)
-    logger, bar = life.open(planned_updates(estimate), f"train atari {cfg.game}",
-                            planned_updates(life.epoch) if life.epoch else 0, life.epoch)
+    run = AtariRun(cfg, life, dist_info, device)
+    run.restore(fresh_optimisers)
+    estimate = run.num_epochs or 1 + num_epochs_after_first(cfg, cfg.first_epoch_min_steps)
+    logger, bar = life.open(run.planned_updates(estimate), f"train atari {cfg.game}",
+                            run.planned_updates(life.epoch) if life.epoch else 0, life.epoch)
     try:
-        while num_epochs is None or life.epoch < num_epochs:
+        while run.num_epochs is None or life.epoch < run.num_epochs:
             first = life.epoch == 0
-            metrics: dict[str, list[float]] = {}
-            # 1. Collect (rank 0) and share the new episodes.
-            new, returns, env_steps, collected_now = [], [], 0, 0
-            if collector is not None:
-                before = collector.steps
-                new, returns = collect_epoch(collector, agent.actor_critic, cfg, first, bar)
-                in_progress = collector.in_progress()
-                env_steps, collected_now = collector.steps, collector.steps - before
-            new, in_progress, env_steps = broadcast_object((new, in_progress, env_steps), dist_info)
-            finished.extend(new)
-            episodes[:] = finished + ([in_progress] if in_progress is not None else [])
+            new, returns, env_steps, collected_now = run.collect(first, bar)
             if first:
-                num_epochs = 1 + num_epochs_after_first(cfg, env_steps)
-                bar.total = planned_updates(num_epochs)
+                run.num_epochs = 1 + num_epochs_after_first(cfg, env_steps)
+                bar.total = run.planned_updates(run.num_epochs)
                 bar.refresh()
-            # 2. Train the three models in turn.
-            for trainer, micro_batches, loss_fn, phase in phases:
+            metrics: dict[str, list[float]] = {}
+            for trainer, micro_batches, loss_fn, phase in run.phases:
                 steps = phase.steps_first_epoch if first else phase.steps_per_epoch
                 run_phase(trainer, micro_batches, loss_fn, steps, bar, metrics)
             life.epoch += 1
-            epoch = life.epoch
-            rng_states = gather_per_rank(rng_state(np_rngs), dist_info)
-            rollout_states = gather_per_rank(tensors_to_cpu(runner.state_dict()), dist_info)
-            # 3. Evaluate, log, export and checkpoint (rank 0).
-            if not dist_info.is_main:
-                continue
-            assert num_epochs is not None and collector is not None and dataset is not None
-            scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
-            scalars.update({"epoch": epoch, "env_steps": env_steps, "collect/steps": collected_now,
-                            "collect/episodes": len(new)})
-            if returns:
-                scalars["collect/return"] = float(np.mean(returns))
-            is_best = False
-            last_epoch = epoch == num_epochs
-            if last_epoch or (cfg.eval_every and epoch % cfg.eval_every == 0):
-                evaluated, mean_return = play_test_games(agent, cfg, epoch, num_epochs, env_steps, device)
-                scalars.update(evaluated)
-                is_best = mean_return > life.best
-                life.best = max(life.best, mean_return)
-            logger.scalars(epoch, scalars)
-            if cfg.sample_every and epoch % cfg.sample_every == 0:
-                logger.image(epoch, "samples/real_vs_imagined", sample_strip(agent, den_sampler, device, epoch))
-            agent.config.provenance = {
-                "game": cfg.game, "env_steps": env_steps, "epochs": epoch, "episodes": len(finished),
-                "denoiser_steps": phases[0][0].steps, "command": life.command,
-                "trained_with": f"diamond_play {__version__}", "recipe": "train atari",
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-            run.export_weights(agent, best=is_best)
-            life.save([t for t, *_ in phases], rng=rng_states, rollouts=rollout_states, num_epochs=num_epochs,
-                      collector=collector.state_dict(), episodes_on_disk=len(dataset))
+            rng_states = gather_per_rank(rng_state(run.np_rngs), dist_info)
+            rollout_states = gather_per_rank(tensors_to_cpu(run.runner.state_dict()), dist_info)
+            if dist_info.is_main:
+                scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
+                scalars.update({"epoch": life.epoch, "env_steps": env_steps, "collect/steps": collected_now,
+                                "collect/episodes": len(new)})
+                if returns:
+                    scalars["collect/return"] = float(np.mean(returns))
+                run.end_epoch(logger, scalars, env_steps, rng_states, rollout_states)
     finally:
         life.close()
     finish_distributed(dist_info)
-    return run.root
+    return life.run.root
 
 
 def tensors_to_cpu(obj: Any) -> Any:

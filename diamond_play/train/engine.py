@@ -47,9 +47,11 @@ from diamond_play.errors import UserError
 from diamond_play.models.agent import Agent
 from diamond_play.threads import use_threads
 from diamond_play.train.core import (
+    DistInfo,
     ModelTrainer,
     OptimConfig,
     RunLifecycle,
+    RunLogger,
     build_run_config,
     finish_distributed,
     init_distributed,
@@ -284,6 +286,77 @@ def csgo_layers(data: Path, preset: str | None) -> list[dict[str, Any]]:
             {"data": str(train), **({"spawn_data": str(test)} if test is not None else {})}]
 
 
+def training_episodes(cfg: EngineTrainConfig, dataset: Dataset, two_stage: bool) -> list:
+    """The episodes the models train on: read lazily as stored (CS:GO, `lazy_data`), or loaded, checked and
+    resized to the model's resolutions."""
+    if cfg.lazy_data or cfg.recipe == "csgo":
+        # Windows are read from disk as they are sampled; the files already hold the model's resolutions.
+        if two_stage and cfg.recipe != "csgo":
+            raise UserError("lazy_data=true reads frames as stored: it does not combine with --upsampler")
+        return dataset.lazy_episodes()
+    episodes = [dataset[i] for i in range(len(dataset))]
+    for ep in episodes:
+        dataset.check_actions(ep)
+    low, _, _ = model_resolution(cfg, dataset.info)
+    return prepare_episodes(episodes, low, two_stage=two_stage)
+
+
+def engine_trainers(cfg: EngineTrainConfig, agent: Agent, device: torch.device,
+                    dist_info: DistInfo) -> list[ModelTrainer]:
+    """The denoiser's trainer, then the reward/termination model's and the upsampler's where the engine has them."""
+    trainers = [ModelTrainer("denoiser", agent.denoiser, cfg.denoiser_optim, device, cfg.amp, cfg.compile,
+                             dist_info)]
+    if agent.rew_end_model is not None:
+        trainers.append(ModelTrainer("rew_end", agent.rew_end_model, cfg.rew_end_optim, device, cfg.amp, False,
+                                     dist_info))
+    if agent.upsampler is not None:
+        trainers.append(ModelTrainer("upsampler", agent.upsampler, cfg.upsampler_optim, device, cfg.amp, cfg.compile,
+                                     dist_info))
+    return trainers
+
+
+LOSSES = {"denoiser": denoiser_loss, "rew_end": rew_end_loss, "upsampler": upsampler_loss}
+
+
+def steps_per_epoch(cfg: EngineTrainConfig, model: str) -> int:
+    return {"denoiser": cfg.steps_per_epoch, "rew_end": cfg.rew_end_steps_per_epoch,
+            "upsampler": cfg.upsampler_steps_per_epoch}[model]
+
+
+def epoch_batches(cfg: EngineTrainConfig, episodes: list, model: str, phase: int, epoch: int, device: torch.device,
+                  rank: int):
+    """This epoch's batches of one model, seeded by (seed, rank, epoch, phase): a resumed run draws the same."""
+    windows = {"denoiser": (cfg.num_steps_conditioning + 1 + cfg.num_autoregressive_steps, cfg.batch_size,
+                            {"full_res": False}),
+               "rew_end": (cfg.rew_end_seq_length, cfg.rew_end_batch_size, {"beyond_end": True, "full_res": False}),
+               "upsampler": (3, cfg.upsampler_batch_size, {})}
+    seq, batch, kw = windows[model]
+    stream = SegmentStream(episodes, seq, batch, seed=(cfg.seed, rank, epoch, phase), **kw)
+    return segment_batches(stream, device, cfg.loader_workers)
+
+
+def end_engine_epoch(life: RunLifecycle, cfg: EngineTrainConfig, agent: Agent, trainers: list[ModelTrainer],
+                     episodes: list, logger: RunLogger, means: dict[str, float], device: torch.device) -> None:
+    """Rank 0 after an epoch: log, sample strip, export (best: the lowest denoising loss) and checkpoint."""
+    epoch, step = life.epoch, trainers[0].steps
+    logger.scalars(step, {"epoch": epoch, **means})
+    if cfg.sample_every and epoch % cfg.sample_every == 0:
+        strip_windows = SegmentSampler(episodes, cfg.num_steps_conditioning + 1, 8, seed=epoch)
+        logger.image(step, "samples/real_vs_imagined", sample_strip(agent, strip_windows, device, epoch))
+    loss = means.get("denoiser/loss_denoising", float("inf"))
+    is_best = loss < life.best
+    life.best = min(life.best, loss)
+    agent.config.provenance = {
+        "data": str(Path(cfg.data).resolve()), "episodes": len(episodes),
+        "frames": int(sum(len(e) for e in episodes)), "denoiser_steps": step, "epochs": epoch,
+        "command": life.command, "train_hours": round(life.train_seconds / 3600, 2),
+        "trained_with": f"diamond_play {__version__}",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    agent.config.metrics = {k: round(v, 6) for k, v in means.items() if "loss" in k}
+    life.run.export_weights(agent, best=is_best)
+    life.save(trainers, rng=rng_state({}))
+
+
 def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, Any]], overrides: list[str],
                  command: str = "", fresh_optimisers: Sequence[str] = ()) -> Path:
     dist_info = init_distributed(device="cuda" if torch.cuda.is_available() else "cpu")
@@ -299,81 +372,32 @@ def train_engine(out: Path | None, resume: Path | None, layers: list[dict[str, A
         raise UserError(f"dataset {cfg.data!r} has no episodes: record some first")
     weights_cfg = build_agent_config(cfg, dataset.info)
     device = resolve_device(cfg.device, dist_info.local_rank if dist_info.enabled else None)
-    n = cfg.num_steps_conditioning
     two_stage = weights_cfg.agent.upsampler is not None
-    if cfg.lazy_data or cfg.recipe == "csgo":
-        # Windows are read from disk as they are sampled; the files already hold the model's resolutions.
-        if two_stage and cfg.recipe != "csgo":
-            raise UserError("lazy_data=true reads frames as stored: it does not combine with --upsampler")
-        episodes: list = dataset.lazy_episodes()
-    else:
-        episodes = [dataset[i] for i in range(len(dataset))]
-        for ep in episodes:
-            dataset.check_actions(ep)
-        low, _, _ = model_resolution(cfg, dataset.info)
-        episodes = prepare_episodes(episodes, low, two_stage=two_stage)
+    episodes = training_episodes(cfg, dataset, two_stage)
     life.write_config(cfg)
     if dist_info.is_main and not run.spawn_dir.is_dir():  # start states for engines without an emulator
         source = Dataset(cfg.spawn_data).lazy_episodes() if cfg.spawn_data else episodes
-        write_spawns(run.spawn_dir, spawns_from_episodes(source, n, full_res=two_stage))
+        write_spawns(run.spawn_dir, spawns_from_episodes(source, cfg.num_steps_conditioning, full_res=two_stage))
 
     torch.manual_seed(cfg.seed + dist_info.rank)
     agent = Agent(weights_cfg).to(device)
-    trainers = [ModelTrainer("denoiser", agent.denoiser, cfg.denoiser_optim, device, cfg.amp, cfg.compile,
-                             dist_info)]
-    if agent.rew_end_model is not None:
-        trainers.append(ModelTrainer("rew_end", agent.rew_end_model, cfg.rew_end_optim, device, cfg.amp, False,
-                                     dist_info))
-    if agent.upsampler is not None:
-        trainers.append(ModelTrainer("upsampler", agent.upsampler, cfg.upsampler_optim, device, cfg.amp, cfg.compile,
-                                     dist_info))
-    windows = {"denoiser": (n + 1 + cfg.num_autoregressive_steps, cfg.batch_size, {"full_res": False}),
-               "rew_end": (cfg.rew_end_seq_length, cfg.rew_end_batch_size, {"beyond_end": True, "full_res": False}),
-               "upsampler": (3, cfg.upsampler_batch_size, {})}
-    losses = {"denoiser": denoiser_loss, "rew_end": rew_end_loss, "upsampler": upsampler_loss}
-    steps_per_epoch = {"denoiser": cfg.steps_per_epoch, "rew_end": cfg.rew_end_steps_per_epoch,
-                       "upsampler": cfg.upsampler_steps_per_epoch}
-
-    def epoch_batches(phase: int, name: str, epoch: int):
-        """This epoch's batches of one model, seeded by (seed, rank, epoch, phase): a resumed run draws the same."""
-        seq, batch, kw = windows[name]
-        stream = SegmentStream(episodes, seq, batch, seed=(cfg.seed, dist_info.rank, epoch, phase), **kw)
-        return segment_batches(stream, device, cfg.loader_workers)
-
+    trainers = engine_trainers(cfg, agent, device, dist_info)
     state = life.restore(trainers, fresh_optimisers)
     if state:
         set_rng_state(state["rng"], {})
-    per_epoch = sum(steps_per_epoch[t.name] for t in trainers)
+    per_epoch = sum(steps_per_epoch(cfg, t.name) for t in trainers)
     logger, bar = life.open(cfg.epochs * per_epoch, f"train {weights_cfg.game}", life.epoch * per_epoch,
                             trainers[0].steps)
     try:
         while life.epoch < cfg.epochs:
             epoch_metrics: dict[str, list[float]] = {}
             for phase, t in enumerate(trainers):
-                run_phase(t, epoch_batches(phase, t.name, life.epoch), losses[t.name], steps_per_epoch[t.name],
-                          bar, epoch_metrics)
+                run_phase(t, epoch_batches(cfg, episodes, t.name, phase, life.epoch, device, dist_info.rank),
+                          LOSSES[t.name], steps_per_epoch(cfg, t.name), bar, epoch_metrics)
             life.epoch += 1
-            epoch = life.epoch
-            means = {k: float(np.mean(v)) for k, v in epoch_metrics.items()}
             if dist_info.is_main:
-                step = trainers[0].steps
-                logger.scalars(step, {"epoch": epoch, **means})
-                if cfg.sample_every and epoch % cfg.sample_every == 0:
-                    strip_windows = SegmentSampler(episodes, n + 1, 8, seed=epoch)
-                    logger.image(step, "samples/real_vs_imagined", sample_strip(agent, strip_windows, device, epoch))
-                key = "denoiser/loss_denoising"
-                is_best = means.get(key, float("inf")) < life.best
-                life.best = min(life.best, means.get(key, float("inf")))
-                agent.config.provenance = {
-                    "data": str(Path(cfg.data).resolve()), "episodes": len(episodes),
-                    "frames": int(sum(len(e) for e in episodes)), "denoiser_steps": trainers[0].steps,
-                    "epochs": epoch, "command": life.command,
-                    "train_hours": round(life.train_seconds / 3600, 2),
-                    "trained_with": f"diamond_play {__version__}",
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-                agent.config.metrics = {k: round(v, 6) for k, v in means.items() if "loss" in k}
-                run.export_weights(agent, best=is_best)
-                life.save(trainers, rng=rng_state({}))
+                means = {k: float(np.mean(v)) for k, v in epoch_metrics.items()}
+                end_engine_epoch(life, cfg, agent, trainers, episodes, logger, means, device)
     finally:
         life.close()
     finish_distributed(dist_info)
