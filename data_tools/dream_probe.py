@@ -40,8 +40,17 @@ NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3
 Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (frames (B, H, W, 3) uint8, restarted (B,)) -> actions
 
 
+def red_pixels(frame: np.ndarray) -> np.ndarray:
+    return (frame[..., 0] > 120) & (frame[..., 1] < 110)
+
+
+def ball_seen(frame: np.ndarray) -> bool:
+    """Whether the tracker finds a ball below the bricks (a ball the imagination lost, or one too faint, is not)."""
+    return bool(red_pixels(frame)[BALL_ROWS, COLUMNS].any())
+
+
 def tracker_action(frame: np.ndarray) -> int:
-    red = (frame[..., 0] > 120) & (frame[..., 1] < 110)
+    red = red_pixels(frame)
     paddle = np.nonzero(red[PADDLE_ROWS, COLUMNS].any(0))[0]
     ball = np.nonzero(red[BALL_ROWS, COLUMNS])[1]
     if len(ball) == 0 or len(paddle) == 0:
@@ -72,8 +81,9 @@ def make_policy(name: str, agent: Agent | None, num_actions: int, rng: np.random
 
 @torch.no_grad()
 def imagined_rates(engine: Agent, dataset: Dataset, policy: Policy, num_envs: int, steps: int, horizon: int,
-                   euler_steps: int, seed: int) -> tuple[float, float]:
-    """(positive rewards per step, ends per step) of `policy` in `steps` imagined steps of `num_envs` envs."""
+                   euler_steps: int, seed: int) -> tuple[float, float, float]:
+    """(positive rewards per step, ends per step, share of frames with a ball seen) of `policy` in `steps` imagined
+    steps of `num_envs` envs."""
     torch.manual_seed(seed)
     device = torch.device("cpu")
     sampler = dataclasses.replace(engine.config.sampling.dynamics, num_steps_denoising=euler_steps)
@@ -83,24 +93,28 @@ def imagined_rates(engine: Agent, dataset: Dataset, policy: Policy, num_envs: in
                         horizon)
     obs, _ = envs.reset()
     restarted = np.ones(num_envs, dtype=bool)
-    rewards = ends = 0.0
+    rewards = ends = seen = 0.0
     for _ in range(steps):
-        act = torch.from_numpy(np.asarray(policy(tensor_to_frames(obs), restarted), dtype=np.int64))
+        frames = tensor_to_frames(obs)
+        seen += float(np.mean([ball_seen(f) for f in frames]))
+        act = torch.from_numpy(np.asarray(policy(frames, restarted), dtype=np.int64))
         obs, rew, end, trunc, _, _ = envs.step(act)
         rewards += float((rew > 0).float().mean())
         ends += float(end.float().mean())
         restarted = (end.bool() | trunc.bool()).numpy()
-    return rewards / steps, ends / steps
+    return rewards / steps, ends / steps, seen / steps
 
 
-def real_returns(game: str, policy: Policy, games: int, max_steps: int, seed: int) -> tuple[float, float]:
-    """(mean return, reward per step) of `policy` over full real games (all lives), capped at `max_steps`."""
+def real_returns(game: str, policy: Policy, games: int, max_steps: int, seed: int) -> tuple[float, float, float]:
+    """(mean return, reward per step, share of frames with a ball seen) of `policy` over full real games (all
+    lives), capped at `max_steps`."""
     env = AtariEnv(game, seed=seed)
-    returns, total_steps = [], 0
+    returns, total_steps, seen = [], 0, 0
     for _ in range(games):
         frame, _ = env.reset()
         ret, restarted = 0.0, np.ones(1, dtype=bool)
         for _ in range(max_steps):
+            seen += ball_seen(frame)
             frame, reward, end, trunc, _ = env.step(int(policy(frame[None], restarted)[0]))
             restarted = np.zeros(1, dtype=bool)
             ret += reward
@@ -109,7 +123,7 @@ def real_returns(game: str, policy: Policy, games: int, max_steps: int, seed: in
                 break
         returns.append(ret)
     env.close()
-    return float(np.mean(returns)), float(sum(returns)) / max(1, total_steps)
+    return float(np.mean(returns)), float(sum(returns)) / max(1, total_steps), seen / max(1, total_steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = load_agent(args.engine, device="cpu")
         if engine.rew_end_model is None:
             raise UserError(f"{str(args.engine)!r} has no reward/termination model: nothing to learn from")
-        if "tracker" in args.policies and (engine.config.game != "Breakout" or engine.config.frame_size != [64, 64]):
+        breakout = engine.config.game == "Breakout" and engine.config.frame_size == [64, 64]
+        if "tracker" in args.policies and not breakout:
             raise UserError("the tracker policy reads 64x64 Breakout frames: drop it with --policies random agent")
         agent = None
         if "agent" in args.policies:
@@ -148,14 +163,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.euler_steps} Euler steps; starts from {args.data}")
         for name in args.policies:
             rng = np.random.default_rng(args.seed)
-            rate, ends = imagined_rates(engine, dataset, make_policy(name, agent, engine.config.num_actions, rng),
+            rate, ends, seen = imagined_rates(engine, dataset, make_policy(name, agent, engine.config.num_actions, rng),
                                         args.envs, args.steps, args.horizon, args.euler_steps, args.seed)
             line = f"  {name:8s} imagined: {rate:.4f} rewards/step, {ends:.4f} ends/step"
+            line += f", ball seen {seen:.0%}" if breakout else ""
             if real_game:
-                ret, per_step = real_returns(engine.config.game, make_policy(name, agent, engine.config.num_actions,
-                                                                             rng), args.games, args.max_real_steps,
-                                             args.seed)
+                policy = make_policy(name, agent, engine.config.num_actions, rng)
+                ret, per_step, real_seen = real_returns(engine.config.game, policy, args.games, args.max_real_steps,
+                                                        args.seed)
                 line += f"; real game: return {ret:.1f} over {args.games} games, {per_step:.4f} rewards/step"
+                line += f", ball seen {real_seen:.0%}" if breakout else ""
             print(line, flush=True)
 
     return run_tool("dream_probe", body)

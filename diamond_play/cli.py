@@ -124,6 +124,14 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
         print(f"{session.recorder.saved} episode(s) saved to {args.record_dataset}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from diamond_play.serve.server import parse_engine_words, serve
+
+    use_threads(args.threads)
+    serve(parse_engine_words(args.words), args.weights, host=args.host, port=args.port, token=args.token,
+          max_sessions=args.max_sessions, fps=args.fps, mode=args.mode, device=args.device, seed=args.seed)
+
+
 def add_play_arguments(p: argparse.ArgumentParser, weights_help: str = "weights directory, training run or "
                        "official .pt (default: the shipped engine, then the downloaded official weights)") -> None:
     p.add_argument("--weights", type=Path, help=weights_help)
@@ -381,6 +389,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_play_arguments(p, weights_help="the engine to play (required): weights directory, training run or official "
                        ".pt; its stored key map, game and sampler settings apply")
     p.set_defaults(func=cmd_play_weights)
+
+    p = sub.add_parser("serve", help="play in a browser: a web server on this machine (one tab per player); open the "
+                       "URL it prints, or tunnel it from a remote GPU box with ssh -L")
+    p.add_argument("words", nargs="*", metavar="atari GAME | csgo", help="the shipped or downloaded engines to offer "
+                   "(default, with no --weights either: every shipped and downloaded engine)")
+    p.add_argument("--weights", type=Path, action="append", default=[], help="also offer this weights directory or "
+                   "training run (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine "
+                   "only; any other needs the access token, generated unless --token is given)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--token", help="access token the URL must carry (default: none on 127.0.0.1, a new random one "
+                   "on any other host)")
+    p.add_argument("--max-sessions", type=int, default=4, help="players at once (default 4); more get a 'server "
+                   "full' answer")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second per player (default 10)")
+    p.add_argument("--mode", default="auto", help="execution mode (as for play; default auto)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--seed", type=int, help="seed for the sampler and start states")
+    p.add_argument("--threads", type=int, help="CPU threads for the networks (default: the idle cores, at least 1)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("record", help="record gameplay of a gymnasium game into a dataset")
     p.add_argument("env_id", help="gymnasium id with pixels and discrete actions: an ALE game (Breakout) or e.g. "

@@ -262,7 +262,7 @@ def test_agent_play_collection_and_end_probe_on_real_breakout(engine_and_data, t
 
 
 def test_dream_probe_sets_policies_side_by_side_in_imagination_and_the_real_game(engine_and_data, tmp_path, capsys):
-    from data_tools.dream_probe import FIRE, LEFT, RIGHT, tracker_action
+    from data_tools.dream_probe import FIRE, LEFT, RIGHT, ball_seen, tracker_action
     from data_tools.dream_probe import main as dream_main
 
     engine, data = engine_and_data
@@ -274,15 +274,16 @@ def test_dream_probe_sets_policies_side_by_side_in_imagination_and_the_real_game
     for name in ("random", "tracker", "agent"):
         assert f"  {name}" in out
     assert out.count("rewards/step") == 6 and "real game: return" in out
+    assert out.count("ball seen") == 6  # a Breakout engine: how often the tracker finds the ball, in both worlds
     assert dream_main([str(engine), "--data", str(data), "--policies", "agent"]) == 2
     assert "--agent" in capsys.readouterr().err
 
     # The tracker reads the frame: the ball left of the paddle -> LEFT, right -> RIGHT, none -> FIRE.
     frame = np.zeros((64, 64, 3), dtype=np.uint8)
     frame[58, 30:38] = (200, 72, 72)
-    assert tracker_action(frame) == FIRE
+    assert tracker_action(frame) == FIRE and not ball_seen(frame)
     frame[40, 10] = (200, 72, 72)
-    assert tracker_action(frame) == LEFT
+    assert tracker_action(frame) == LEFT and ball_seen(frame)
     frame[40, 10], frame[40, 55] = 0, (200, 72, 72)
     assert tracker_action(frame) == RIGHT
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import gymnasium as gym
 import numpy as np
-import pygame
 import pytest
 from helpers import save_official, tiny_agent
 
@@ -90,7 +89,7 @@ def test_policy_key_without_an_actor_critic_says_so(atari_weights):
     session = PlaySession(agent, seed=0)
     try:
         state = AppState(session, PlayOptions())
-        handle_app_key(state, pygame.K_m)
+        handle_app_key(state, "m")
         assert not state.policy
         assert any("no policy" in line for line in state.hud_lines() or [])
     finally:

@@ -14,19 +14,13 @@ import pygame
 from diamond_play.config import GameKind
 from diamond_play.errors import UserError
 from diamond_play.imagine import Cancelled
-from diamond_play.play.controls import (
-    AtariControls,
-    CSGOControls,
-    KeymapControls,
-    default_keymap,
-    read_action_file,
-)
+from diamond_play.play.controls import controls_for, read_action_file
 from diamond_play.play.display import init_window_display, init_windowless_display
 from diamond_play.play.session import Outcome, PlaySession
 from diamond_play.play.video import VideoRecorder
 
 VIEWS = ("world model", "side by side", "real emulator")
-HUD_KEY = pygame.K_h
+HUD_KEY = "h"
 
 
 @dataclass
@@ -256,37 +250,29 @@ class StepWorker:
         return result
 
 
-def handle_app_key(state: AppState, key: int) -> None:
+def handle_app_key(state: AppState, key: str) -> None:
+    """The app's own keys (named as `pygame.key.name` names them), the same in the window and the browser."""
     s = state.session
-    if key == pygame.K_RETURN:
+    if key == "return":
         state.reset_requested = True
-    elif key == pygame.K_PERIOD:
+    elif key == ".":
         state.paused = not state.paused
-    elif key == pygame.K_e and state.paused:
+    elif key == "e" and state.paused:
         state.single_step = True
     elif key == HUD_KEY:
         state.hud = not state.hud
-    elif key == pygame.K_m:
+    elif key == "m":
         if s.policy is None:
             state.show_notice("m: no policy - these weights have no actor-critic (train one: diamond-play train "
                               "agent)")
         else:
             state.policy = not state.policy
-    elif key in (pygame.K_LEFT, pygame.K_RIGHT) and s.has_real_env:
-        i = VIEWS.index(state.view) + (1 if key == pygame.K_RIGHT else -1)
+    elif key in ("left", "right") and s.has_real_env:
+        i = VIEWS.index(state.view) + (1 if key == "right" else -1)
         state.view = VIEWS[i % len(VIEWS)]
-    elif key in (pygame.K_UP, pygame.K_DOWN) and s.game_kind.horizon_keys:
+    elif key in ("up", "down") and s.game_kind.horizon_keys:
         h = s.engine.horizon
-        s.engine.horizon = h + 10 if key == pygame.K_UP else max(1, h - 10)
-
-
-def make_controls(session: PlaySession, opts: PlayOptions) -> AtariControls | CSGOControls | KeymapControls:
-    cfg = session.engine.config
-    if cfg.game_kind.mouse:
-        return CSGOControls(opts.mouse_multiplier)
-    if cfg.game_kind.real_game or (not cfg.keymap and "NOOP" in cfg.action_names):  # ALE action names
-        return AtariControls(cfg.action_names)
-    return KeymapControls(cfg.keymap or default_keymap(cfg.num_actions), cfg.num_actions)
+        s.engine.horizon = h + 10 if key == "up" else max(1, h - 10)
 
 
 class WindowApp:
@@ -300,7 +286,7 @@ class WindowApp:
                                  hud_panel=opts.hud)
         self.state = AppState(session, opts)
         self.mouse = session.game_kind.mouse
-        self.controls = make_controls(session, opts)
+        self.controls = controls_for(session.engine.config, opts.mouse_multiplier)
         self.scripted = scripted_actions(session, opts.actions) if opts.actions not in ("human", "policy") else None
         self.view = self.state.view
         self.screen = centred_window(self.renderer.screen_size(self.view))
@@ -331,7 +317,7 @@ class WindowApp:
             self.set_grab(True)
         else:
             if event.type == pygame.KEYDOWN:
-                handle_app_key(self.state, event.key)
+                handle_app_key(self.state, pygame.key.name(event.key))
             if not self.mouse or self.grabbed:
                 self.controls.handle_event(event)
 

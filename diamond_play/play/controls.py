@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 import pygame
 
+from diamond_play.config import WeightsConfig
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.play.display import init_windowless_display
 
+# Keys are named as pygame names them (`pygame.key.name`: "w", "space", "left ctrl", "left"): the window turns its
+# events into these names and the browser page sends them, so both front ends share the controls below.
 # Atari: which key gives which direction token. Arrows are left for the app (view and horizon), as in DIAMOND.
-ATARI_KEYS = {pygame.K_w: "UP", pygame.K_s: "DOWN", pygame.K_a: "LEFT", pygame.K_d: "RIGHT", pygame.K_SPACE: "FIRE"}
+ATARI_KEYS = {"w": "UP", "s": "DOWN", "a": "LEFT", "d": "RIGHT", "space": "FIRE"}
 _TOKEN_ORDER = ("UP", "DOWN", "RIGHT", "LEFT", "FIRE")  # ALE spells combinations in this order, e.g. UPRIGHTFIRE
 
 
@@ -26,17 +30,60 @@ def compose_action_name(tokens: set[str]) -> str:
     return "".join(t for t in _TOKEN_ORDER if t in tokens) or "NOOP"
 
 
-class AtariControls:
+class Controls(ABC):
+    """Key, button and mouse input -> the engine's action. Subclasses override what they use."""
+
+    def handle_event(self, event: pygame.event.Event) -> None:
+        """A pygame event from the window."""
+        if event.type == pygame.KEYDOWN:
+            self.key_down(pygame.key.name(event.key))
+        elif event.type == pygame.KEYUP:
+            self.key_up(pygame.key.name(event.key))
+        elif event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP):
+            self.mouse_button(event.button, event.type == pygame.MOUSEBUTTONDOWN)
+        elif event.type == pygame.MOUSEMOTION:
+            self.mouse_motion(*event.rel)
+
+    # Input a scheme does not use is ignored (Atari has no mouse, key maps no buttons).
+    def key_down(self, name: str) -> None:
+        return None
+
+    def key_up(self, name: str) -> None:
+        return None
+
+    def mouse_button(self, button: int, down: bool) -> None:
+        """`button`: 1 left, 3 right (pygame's and the page's numbering)."""
+        return None
+
+    def mouse_motion(self, dx: int, dy: int) -> None:
+        return None
+
+    def release_all(self) -> None:
+        return None
+
+    @abstractmethod
+    def action(self) -> int | np.ndarray:
+        """The action for the next frame."""
+
+    def help_lines(self) -> list[str]:
+        """The keys and what they do, for the key help."""
+        return []
+
+
+class AtariControls(Controls):
     """Held keys -> index into the game's action meanings; the longest supported combination wins."""
 
     def __init__(self, action_meanings: list[str] | tuple[str, ...]) -> None:
         self.meanings = list(action_meanings)
         self.held: set[str] = set()
 
-    def handle_event(self, event: pygame.event.Event) -> None:
-        if event.type in (pygame.KEYDOWN, pygame.KEYUP) and event.key in ATARI_KEYS:
-            token = ATARI_KEYS[event.key]
-            (self.held.add if event.type == pygame.KEYDOWN else self.held.discard)(token)
+    def key_down(self, name: str) -> None:
+        if name in ATARI_KEYS:
+            self.held.add(ATARI_KEYS[name])
+
+    def key_up(self, name: str) -> None:
+        if name in ATARI_KEYS:
+            self.held.discard(ATARI_KEYS[name])
 
     def action_for(self, tokens: set[str]) -> int:
         for size in range(len(tokens), 0, -1):
@@ -61,42 +108,42 @@ class AtariControls:
         return lines
 
 
-CSGO_KEYS = {pygame.K_w: "w", pygame.K_a: "a", pygame.K_s: "s", pygame.K_d: "d", pygame.K_SPACE: "space",
-             pygame.K_LCTRL: "ctrl", pygame.K_LSHIFT: "shift", pygame.K_1: "1", pygame.K_2: "2", pygame.K_3: "3",
-             pygame.K_r: "r"}
-CSGO_ARROWS = {pygame.K_LEFT: ("x", -csgo.ARROW_MOUSE_X), pygame.K_RIGHT: ("x", csgo.ARROW_MOUSE_X),
-               pygame.K_UP: ("y", -csgo.ARROW_MOUSE_Y), pygame.K_DOWN: ("y", csgo.ARROW_MOUSE_Y)}
+CSGO_KEYS = {"w": "w", "a": "a", "s": "s", "d": "d", "space": "space", "left ctrl": "ctrl", "left shift": "shift",
+             "1": "1", "2": "2", "3": "3", "r": "r"}
+CSGO_ARROWS = {"left": ("x", -csgo.ARROW_MOUSE_X), "right": ("x", csgo.ARROW_MOUSE_X),
+               "up": ("y", -csgo.ARROW_MOUSE_Y), "down": ("y", csgo.ARROW_MOUSE_Y)}
 
 
-class CSGOControls:
+class CSGOControls(Controls):
     """Held keys (in press order), held mouse buttons, and the last mouse motion since the previous action."""
 
     def __init__(self, mouse_multiplier: float = 10.0) -> None:
         self.mouse_multiplier = mouse_multiplier
         self.pressed: list[str] = []
-        self.arrows: list[int] = []
+        self.arrows: list[str] = []
         self.l_click = self.r_click = False
         self.last_rel = (0, 0)
 
-    def handle_event(self, event: pygame.event.Event) -> None:
-        if event.type == pygame.KEYDOWN:
-            if event.key in CSGO_KEYS and CSGO_KEYS[event.key] not in self.pressed:
-                self.pressed.append(CSGO_KEYS[event.key])
-            elif event.key in CSGO_ARROWS and event.key not in self.arrows:
-                self.arrows.append(event.key)
-        elif event.type == pygame.KEYUP:
-            if event.key in CSGO_KEYS and CSGO_KEYS[event.key] in self.pressed:
-                self.pressed.remove(CSGO_KEYS[event.key])
-            elif event.key in self.arrows:
-                self.arrows.remove(event.key)
-        elif event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP):
-            down = event.type == pygame.MOUSEBUTTONDOWN
-            if event.button == 1:
-                self.l_click = down
-            elif event.button == 3:
-                self.r_click = down
-        elif event.type == pygame.MOUSEMOTION:
-            self.last_rel = event.rel  # the official app uses the frame's last motion event, not the sum
+    def key_down(self, name: str) -> None:
+        if name in CSGO_KEYS and CSGO_KEYS[name] not in self.pressed:
+            self.pressed.append(CSGO_KEYS[name])
+        elif name in CSGO_ARROWS and name not in self.arrows:
+            self.arrows.append(name)
+
+    def key_up(self, name: str) -> None:
+        if name in CSGO_KEYS and CSGO_KEYS[name] in self.pressed:
+            self.pressed.remove(CSGO_KEYS[name])
+        elif name in self.arrows:
+            self.arrows.remove(name)
+
+    def mouse_button(self, button: int, down: bool) -> None:
+        if button == 1:
+            self.l_click = down
+        elif button == 3:
+            self.r_click = down
+
+    def mouse_motion(self, dx: int, dy: int) -> None:
+        self.last_rel = (dx, dy)  # the official app uses the frame's last motion event, not the sum
 
     def release_all(self) -> None:
         self.pressed.clear()
@@ -122,6 +169,10 @@ class CSGOControls:
     def action(self) -> np.ndarray:
         return csgo.encode_action(self.current())
 
+    def help_lines(self) -> list[str]:
+        return ["  W/A/S/D move, Space jump, Ctrl crouch, Shift walk, 1/2/3 weapons, R reload",
+                "  left/right click fire/aim, mouse (or arrows) look"]
+
 
 def default_keymap(num_actions: int) -> dict[str, object]:
     """For non-Atari games: left arrow = action 0, right arrow = the last action, digits 1-9 = actions 0-8; with no
@@ -132,7 +183,7 @@ def default_keymap(num_actions: int) -> dict[str, object]:
     return {"keys": keys, "default": 1 if num_actions == 3 else 0}
 
 
-class KeymapControls:
+class KeymapControls(Controls):
     """A key map {"keys": {pygame key name: action}, "default": action}; the most recently pressed key wins."""
 
     def __init__(self, keymap: dict, num_actions: int) -> None:
@@ -151,17 +202,36 @@ class KeymapControls:
             self.codes[code] = int(action)
         self.held: list[int] = []
 
-    def handle_event(self, event: pygame.event.Event) -> None:
-        if event.type == pygame.KEYDOWN and event.key in self.codes and event.key not in self.held:
-            self.held.append(event.key)
-        elif event.type == pygame.KEYUP and event.key in self.held:
-            self.held.remove(event.key)
+    def key_down(self, name: str) -> None:
+        code = pygame.key.key_code(name)
+        if code in self.codes and code not in self.held:
+            self.held.append(code)
+
+    def key_up(self, name: str) -> None:
+        code = pygame.key.key_code(name)
+        if code in self.held:
+            self.held.remove(code)
 
     def action(self) -> int:
         return self.codes[self.held[-1]] if self.held else self.default
 
     def release_all(self) -> None:
         self.held.clear()
+
+    def help_lines(self) -> list[str]:
+        names = {code: pygame.key.name(code) for code in self.codes}
+        return [f"  {names[code]:10s} action {action}" for code, action in self.codes.items()] + [
+            f"  (no key)   action {self.default}"]
+
+
+def controls_for(config: WeightsConfig, mouse_multiplier: float = 10.0) -> Controls:
+    """The controls of an engine: mouse + keys (CS:GO), the game's ALE actions from W/A/S/D + Space (Atari, and
+    recorded games with ALE action names), else its key map (or the default one)."""
+    if config.game_kind.mouse:
+        return CSGOControls(mouse_multiplier)
+    if config.game_kind.real_game or (not config.keymap and "NOOP" in config.action_names):
+        return AtariControls(config.action_names)
+    return KeymapControls(config.keymap or default_keymap(config.num_actions), config.num_actions)
 
 
 def read_action_file(path: Path, num_actions: int, multi_hot: bool = False) -> list:

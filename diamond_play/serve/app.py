@@ -1,0 +1,279 @@
+"""The ASGI app: the page, the engine list and one WebSocket per player.
+
+Protocol. The page sends JSON text messages of at most `MAX_MESSAGE_BYTES`:
+`{"type": "start", "engine": ID, "spawn": N | null, "preset": NAME | null}` once, then
+`{"type": "input", "keys": [NAME, ...], "buttons": [1 | 3, ...], "dx": INT, "dy": INT, "commands": [NAME, ...]}`
+(held keys and buttons, the mouse motion summed since the last message, app keys pressed through the page's
+buttons). The server answers `{"type": "ready", "engine": {...}, "keys": [...]}`, then per shown frame a
+`{"type": "hud", ...}` text message followed by the frame as a binary JPEG message. A message that breaks these
+rules closes that socket with a reason (code 1008); nothing else is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from diamond_play.accel.modes import ExecutionMode
+from diamond_play.errors import UserError
+from diamond_play.games import NAMED_GAMES
+from diamond_play.play.session import PlaySession
+from diamond_play.serve.catalog import EngineEntry
+from diamond_play.serve.player import Player, PlayerInput
+from diamond_play.weights.loading import load_agent
+
+MAX_MESSAGE_BYTES = 4096
+MAX_KEYS = 16
+MAX_MOTION = 10_000  # pixels per message, far beyond any hand
+KEY_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789 .,;'[]/\\-=`")
+COMMANDS = {"return", ".", "e", "m", "h", "left", "right", "up", "down"}  # the app keys (play.app.handle_app_key)
+POLICY_VIOLATION = 1008
+START_TIMEOUT_S = 30.0
+TOKEN_COOKIE = "diamond_play_token"
+
+
+class BadMessage(ValueError):
+    """A client message that breaks the protocol; its text is the close reason."""
+
+
+@dataclass
+class ServeOptions:
+    device: torch.device
+    mode: ExecutionMode
+    fps: float = 10.0
+    max_sessions: int = 4
+    token: str | None = None
+    """Required in the page URL and the WebSocket URL when set (any host but loopback)."""
+    seed: int | None = None
+
+
+@dataclass
+class ServerState:
+    catalog: dict[str, EngineEntry]
+    options: ServeOptions
+    players: set[Player] = field(default_factory=set)
+    starting: int = 0  # sessions being set up, counted against max_sessions
+
+
+def key_names(value: Any, what: str) -> frozenset[str]:
+    if not isinstance(value, list) or len(value) > MAX_KEYS:
+        raise BadMessage(f"{what}: a list of at most {MAX_KEYS} key names")
+    for name in value:
+        if not isinstance(name, str) or not 0 < len(name) <= 16 or not set(name) <= KEY_NAME_CHARS:
+            raise BadMessage(f"{what}: {str(name)[:20]!r} is not a key name")
+    return frozenset(value)
+
+
+def parse_input(msg: dict[str, Any]) -> PlayerInput:
+    unknown = set(msg) - {"type", "keys", "buttons", "dx", "dy", "commands"}
+    if unknown:
+        raise BadMessage(f"input: unknown fields {sorted(unknown)}")
+    keys = key_names(msg.get("keys", []), "keys")
+    commands = msg.get("commands", [])
+    if not isinstance(commands, list) or len(commands) > MAX_KEYS or not all(c in COMMANDS for c in commands):
+        raise BadMessage(f"commands: a list of {sorted(COMMANDS)}")
+    buttons = msg.get("buttons", [])
+    if not isinstance(buttons, list) or not all(b in (1, 3) and isinstance(b, int) for b in buttons):
+        raise BadMessage("buttons: a list of 1 (left) and 3 (right)")
+    dx, dy = msg.get("dx", 0), msg.get("dy", 0)
+    for v in (dx, dy):
+        if not isinstance(v, int) or isinstance(v, bool) or abs(v) > MAX_MOTION:
+            raise BadMessage(f"dx, dy: integers within +-{MAX_MOTION}")
+    return PlayerInput(keys, frozenset(buttons), dx, dy, list(commands))
+
+
+def parse_message(text: str | None, data: bytes | None) -> dict[str, Any]:
+    if text is None:
+        raise BadMessage("messages are JSON text")
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"message over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        msg = json.loads(text)
+    except json.JSONDecodeError:
+        raise BadMessage("not JSON") from None
+    if not isinstance(msg, dict) or msg.get("type") not in ("start", "input"):
+        raise BadMessage('a JSON object with "type": "start" or "input"')
+    return msg
+
+
+def start_session(state: ServerState, msg: dict[str, Any]) -> tuple[EngineEntry, PlaySession]:
+    """The session a start message asks for (loads the engine: call off the event loop)."""
+    unknown = set(msg) - {"type", "engine", "spawn", "preset"}
+    if unknown:
+        raise BadMessage(f"start: unknown fields {sorted(unknown)}")
+    entry = state.catalog.get(msg.get("engine"))  # type: ignore[arg-type]
+    if entry is None:
+        raise BadMessage(f"unknown engine: choose one of {sorted(state.catalog)}")
+    spawn, preset = msg.get("spawn"), msg.get("preset")
+    if spawn is not None and (not isinstance(spawn, int) or isinstance(spawn, bool) or not 0 <= spawn < 10_000):
+        raise BadMessage("spawn: null or a spawn point's index")
+    game = NAMED_GAMES.get(entry.config.kind)
+    presets = game.sampling_presets if game is not None else ()
+    if preset is not None and preset not in presets:
+        raise BadMessage(f"preset: null or one of {list(presets)}")
+    opts = state.options
+    agent = load_agent(entry.path, device=opts.device)
+    sampling = game.sampling(preset) if game is not None and preset is not None else None
+    try:
+        session = PlaySession(agent, device=opts.device, seed=opts.seed, spawn=spawn, sampling=sampling,
+                              fps=opts.fps, mode=opts.mode)
+    except UserError as e:
+        raise BadMessage(str(e)) from None
+    return entry, session
+
+
+def request_token(request: Request | WebSocket) -> str | None:
+    """The token in the URL (`?token=`) or in the cookie the page got with it."""
+    return request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
+
+
+def authorised(token: str | None, given: str | None) -> bool:
+    return token is None or (given is not None and secrets.compare_digest(token, given))
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """Browsers send Origin on WebSocket upgrades; a page from another site must not drive a player."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True  # not a browser (a script has the token, or runs on this machine)
+    host = websocket.headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
+
+
+def page(name: str) -> str:
+    return resources.files("diamond_play.serve").joinpath("static", name).read_text()
+
+
+def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
+    app = FastAPI(title="diamond-play", docs_url=None, redoc_url=None, openapi_url=None)
+    state = ServerState({e.id: e for e in catalog}, options)
+    app.state.server = state
+
+    def check_token(request: Request) -> Response | None:
+        if authorised(options.token, request_token(request)):
+            return None
+        return HTMLResponse("missing or wrong token: open the URL `diamond-play serve` printed", status_code=401)
+
+    @app.get("/")
+    def index(request: Request) -> Response:
+        refused = check_token(request)
+        if refused is not None:
+            return refused
+        response = HTMLResponse(page("index.html"))
+        if options.token is not None:  # the page's own requests and its WebSocket carry it from here on
+            response.set_cookie(TOKEN_COOKIE, options.token, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/play.js")
+    def script(request: Request) -> Response:
+        return check_token(request) or Response(page("play.js"), media_type="text/javascript")
+
+    @app.get("/api/engines")
+    def engines(request: Request) -> Response:
+        return check_token(request) or JSONResponse({
+            "engines": [e.public() for e in catalog], "playing": len(state.players) + state.starting,
+            "max_sessions": options.max_sessions})
+
+    @app.websocket("/ws")
+    async def play(websocket: WebSocket) -> None:
+        if not authorised(options.token, request_token(websocket)) or not same_origin(websocket):
+            await websocket.close(code=POLICY_VIOLATION)  # before accepting: the upgrade is refused with 403
+            return
+        await websocket.accept()
+        playing = len(state.players) + state.starting
+        if playing >= options.max_sessions:
+            await websocket.send_json({"type": "full", "playing": playing, "max_sessions": options.max_sessions})
+            await websocket.close(code=1013, reason=f"server full, {playing} playing")
+            return
+        state.starting += 1
+        player = None
+        try:
+            entry, session = await open_session(websocket, state)
+            loop = asyncio.get_running_loop()
+            new_frame = asyncio.Event()
+            try:
+                player = Player(session, options.fps, lambda: loop.call_soon_threadsafe(new_frame.set))
+            except BaseException:
+                session.close()
+                raise
+            state.starting -= 1
+            state.players.add(player)
+            await websocket.send_json({"type": "ready", "engine": entry.public(),
+                                       "keys": player.controls.help_lines()})
+            await serve_player(websocket, player, new_frame)
+        except WebSocketDisconnect:
+            pass
+        except BadMessage as e:
+            await close_with(websocket, str(e))
+        finally:
+            if player is None:
+                state.starting -= 1
+            else:
+                state.players.discard(player)
+                await asyncio.to_thread(player.close)
+
+    return app
+
+
+async def close_with(websocket: WebSocket, reason: str) -> None:
+    with contextlib.suppress(RuntimeError):  # already closed
+        await websocket.close(code=POLICY_VIOLATION, reason=reason[:120])
+
+
+async def open_session(websocket: WebSocket, state: ServerState) -> tuple[EngineEntry, PlaySession]:
+    """Wait for the start message and load its engine off the event loop."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), START_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise BadMessage(f"no start message within {START_TIMEOUT_S:.0f} s") from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect()
+    msg = parse_message(message.get("text"), message.get("bytes"))
+    if msg["type"] != "start":
+        raise BadMessage("the first message is a start message")
+    return await asyncio.to_thread(start_session, state, msg)
+
+
+async def serve_player(websocket: WebSocket, player: Player, new_frame: asyncio.Event) -> None:
+    """Receive input and send the newest frame until either side stops."""
+
+    async def send_frames() -> None:
+        sent = 0
+        while True:
+            await new_frame.wait()
+            new_frame.clear()
+            if player.error is not None:
+                raise BadMessage(f"the engine stopped: {player.error}")
+            packet = player.latest
+            if packet is not None and packet.seq != sent:
+                sent = packet.seq
+                await websocket.send_text(json.dumps({"type": "hud", "seq": packet.seq, **packet.hud}))
+                await websocket.send_bytes(packet.jpeg)
+
+    async def receive_input() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect()
+            msg = parse_message(message.get("text"), message.get("bytes"))
+            if msg["type"] != "input":
+                raise BadMessage("one start message per connection")
+            player.update(parse_input(msg))
+
+    tasks = [asyncio.create_task(send_frames()), asyncio.create_task(receive_input())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()

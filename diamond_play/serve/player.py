@@ -1,0 +1,162 @@
+"""One browser tab's game: a `PlaySession` with the window's controls and app keys (`play.controls`,
+`play.app.handle_app_key`, `AppState`), stepped by its own thread at the player's pace. The page sends the set of
+held keys and buttons and the mouse motion; the thread turns changes into key presses and releases, steps, and
+keeps only the newest encoded frame, so a slow connection never builds a queue of old frames."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from diamond_play.imagine import Cancelled
+from diamond_play.play.app import VIEWS, AppState, Pacer, PlayOptions, handle_app_key, next_action
+from diamond_play.play.controls import Controls, controls_for
+from diamond_play.play.session import PlaySession
+
+JPEG_QUALITY = 90
+VIEW_GAP = 2  # pixels between the world model's frame and the emulator's in the side-by-side view
+
+
+@dataclass
+class FramePacket:
+    """The newest frame a player has to show, encoded, with the HUD that goes with it."""
+
+    seq: int
+    jpeg: bytes
+    hud: dict[str, object]
+    encode_s: float
+
+
+@dataclass
+class PlayerInput:
+    """What the page holds down now (key names as `pygame.key.name` gives them; mouse buttons 1 and 3) and the
+    mouse motion summed since its last message."""
+
+    keys: frozenset[str] = frozenset()
+    buttons: frozenset[int] = frozenset()
+    dx: int = 0
+    dy: int = 0
+    commands: list[str] = field(default_factory=list)  # app keys pressed through the page's buttons
+
+
+def compose_view(frame: np.ndarray, real: np.ndarray | None, view: str) -> np.ndarray:
+    """The picture of a view: the world model's frame, the real emulator's, or both side by side."""
+    if view == "real emulator" and real is not None:
+        return real
+    if view == "side by side" and real is not None:
+        gap = np.zeros((frame.shape[0], VIEW_GAP, 3), dtype=np.uint8)
+        return np.concatenate([frame, gap, real], axis=1)
+    return frame
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()
+
+
+class Player:
+    """Owns the session: only its thread steps it. `update` and `close` are called from the server's event loop."""
+
+    def __init__(self, session: PlaySession, fps: float, on_frame: Callable[[], None]) -> None:
+        self.session = session
+        self.state = AppState(session, PlayOptions(fps=fps, actions="human"))
+        self.controls: Controls = controls_for(session.engine.config)
+        self.on_frame = on_frame
+        self.pacer = Pacer(fps)
+        self.lock = threading.Lock()
+        self.pending = PlayerInput()
+        self.held = PlayerInput()
+        self.latest: FramePacket | None = None
+        self.seq = 0
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.publish()  # the start frame, before the first step
+        self.thread = threading.Thread(target=self.run, name="diamond-play player", daemon=True)
+        self.thread.start()
+
+    def update(self, player_input: PlayerInput) -> None:
+        """The page's latest input: held keys and buttons replace the previous ones, motion and commands add up."""
+        with self.lock:
+            pending = self.pending
+            self.pending = PlayerInput(player_input.keys, player_input.buttons, pending.dx + player_input.dx,
+                                       pending.dy + player_input.dy, pending.commands + player_input.commands)
+        self.wake.set()
+
+    def apply_input(self) -> None:
+        with self.lock:
+            new, self.pending = self.pending, PlayerInput(self.pending.keys, self.pending.buttons)
+        for name in sorted(new.keys - self.held.keys):
+            handle_app_key(self.state, name)
+            self.controls.key_down(name)
+        for name in sorted(self.held.keys - new.keys):
+            self.controls.key_up(name)
+        for button in sorted(new.buttons ^ self.held.buttons):
+            self.controls.mouse_button(button, button in new.buttons)
+        if new.dx or new.dy:
+            self.controls.mouse_motion(new.dx, new.dy)
+        for name in new.commands:
+            handle_app_key(self.state, name)
+        self.held = new
+
+    def toggles(self) -> tuple[object, ...]:
+        state = self.state
+        return state.view, state.paused, state.policy, state.hud, self.session.engine.horizon
+
+    def hud(self) -> dict[str, object]:
+        s, e = self.session, self.session.engine
+        return {"lines": self.state.hud_lines() or [], "step": e.steps, "horizon": e.horizon,
+                "paused": self.state.paused, "policy": self.state.policy, "view": self.state.view,
+                "views": list(VIEWS) if s.has_real_env else [VIEWS[0]], "mode": e.mode.name,
+                "compile": e.compile_status if e.mode.compile else "",
+                "fps": round(self.state.shown_fps(), 2),
+                "latency_ms": round(self.state.last.latency_s * 1000, 1) if self.state.last else None}
+
+    def publish(self) -> None:
+        t0 = time.perf_counter()
+        jpeg = encode_jpeg(compose_view(self.session.frame, self.session.real_frame, self.state.view))
+        self.seq += 1
+        self.latest = FramePacket(self.seq, jpeg, self.hud(), time.perf_counter() - t0)
+        self.on_frame()
+
+    def run(self) -> None:
+        state = self.state
+        try:
+            while not self.stop.is_set():
+                before = self.toggles()
+                self.apply_input()
+                if state.reset_requested:
+                    self.session.reset()
+                    state.reset_requested = False
+                    self.publish()
+                elif (not state.paused and self.pacer.due()) or state.single_step:
+                    state.record_outcome(self.session.step(next_action(state, self.controls, None)))
+                    self.pacer.advance()
+                    state.single_step = False
+                    self.publish()
+                elif self.toggles() != before:
+                    self.publish()  # a new view, or a toggle the HUD shows, while paused
+                else:
+                    self.wake.wait(max(0.0, min(0.05, self.pacer.next - time.perf_counter())))
+                    self.wake.clear()
+        except Cancelled:
+            pass
+        except BaseException as e:  # reported to the page; the server goes on
+            self.error = e
+            self.on_frame()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread (a step in progress stops at its next denoiser call) and free the session."""
+        self.stop.set()
+        self.wake.set()
+        self.session.engine.cancel_event.set()
+        self.thread.join(timeout)
+        self.session.engine.cancel_event.clear()
+        self.session.close()

@@ -1,0 +1,291 @@
+"""`diamond-play serve`: a real uvicorn server on 127.0.0.1 driven by real WebSocket and HTTP clients."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from helpers import free_port, tiny_agent
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from diamond_play.accel.modes import EXECUTION_MODES
+from diamond_play.serve.app import ServeOptions, create_app
+from diamond_play.serve.catalog import build_catalog
+from diamond_play.serve.server import access_token, parse_engine_words
+from diamond_play.weights.format import save_weights_dir
+
+SHIPPED_BREAKOUT = Path(__file__).resolve().parents[1] / "diamond_play" / "shipped" / "atari" / "Breakout"
+
+
+@contextlib.contextmanager
+def running_server(weights: list[Path], **options) -> Iterator[tuple[str, object]]:
+    """A uvicorn server in a thread on a free port: (base URL, the app's server state)."""
+    opts = ServeOptions(device=torch.device("cpu"), mode=EXECUTION_MODES["eager-fp32"], seed=0, **options)
+    app = create_app(build_catalog([], weights), opts)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"127.0.0.1:{port}", app.state.server
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def receive_frame(ws: ClientConnection, timeout: float = 30.0) -> tuple[dict, np.ndarray]:
+    """The next (HUD, decoded frame) pair."""
+    hud = json.loads(ws.recv(timeout))
+    assert hud["type"] == "hud"
+    data = ws.recv(timeout)
+    assert isinstance(data, bytes)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "not a decodable JPEG"
+    return hud, image[..., ::-1]
+
+
+def start(ws: ClientConnection, engine_id: str, **fields) -> dict:
+    ws.send(json.dumps({"type": "start", "engine": engine_id, **fields}))
+    ready = json.loads(ws.recv(60))
+    assert ready["type"] == "ready", ready
+    return ready
+
+
+def send_input(ws: ClientConnection, **fields) -> None:
+    ws.send(json.dumps({"type": "input", **fields}))
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    return save_weights_dir(tiny_agent("atari"), tmp_path_factory.mktemp("serve") / "tiny")
+
+
+def test_engine_words_and_token_rules():
+    assert parse_engine_words(["atari", "Breakout", "csgo"]) == [("atari", "Breakout"), ("csgo", None)]
+    for bad in (["atari"], ["atari", "csgo"], ["pong"]):
+        with pytest.raises(Exception, match="serve|game"):
+            parse_engine_words(bad)
+    assert access_token("127.0.0.1", None) is None and access_token("localhost", None) is None
+    token = access_token("0.0.0.0", None)
+    assert token is not None and len(token) >= 16 and access_token("0.0.0.0", None) != token
+    assert access_token("127.0.0.1", "my-secret-token") == "my-secret-token"
+
+
+def test_play_the_shipped_breakout_engine_over_a_websocket(tiny_weights):
+    with running_server([SHIPPED_BREAKOUT, tiny_weights], fps=30.0) as (host, state):
+        listed = get_json(f"http://{host}/api/engines")
+        games = {e["game"]: e for e in listed["engines"]}
+        assert set(games) == {"Breakout"} or len(listed["engines"]) == 2
+        assert all("path" not in e and "/" not in json.dumps(e["id"]) for e in listed["engines"])
+        breakout = next(e for e in listed["engines"] if e["origin"] == "shipped")
+        assert breakout["frame_size"] == [64, 64] and breakout["kind"] == "atari"
+        page = urllib.request.urlopen(f"http://{host}/", timeout=10).read().decode()
+        assert "<canvas" in page and "play.js" in page
+
+        def paddle_frames(key: str) -> list[np.ndarray]:
+            """Fire, then hold `key` (the window's W/A/S/D + Space controls) for 25 frames."""
+            with connect(f"ws://{host}/ws") as ws:
+                ready = start(ws, breakout["id"])
+                assert any("FIRE" in line for line in ready["keys"])
+                hud, first = receive_frame(ws)
+                assert first.shape == (64, 64, 3)
+                send_input(ws, keys=["space"])
+                frames = []
+                while len(frames) < 25:
+                    hud, frame = receive_frame(ws)
+                    if len(frames) == 2:
+                        send_input(ws, keys=[key])
+                    frames.append(frame)
+                assert hud["step"] > 0 and hud["mode"] == "eager-fp32"
+                assert any(line.startswith("fps") for line in hud["lines"])
+                return frames
+
+        right, left = paddle_frames("d"), paddle_frames("a")
+        # The paddle's rows: RIGHT and LEFT put the imagined paddle in different places.
+        paddle_rows = slice(56, 61)
+        assert np.abs(right[-1][paddle_rows].astype(int) - left[-1][paddle_rows].astype(int)).mean() > 2
+
+        # Pause, one step, resume; the world model / side by side / real emulator views.
+        with connect(f"ws://{host}/ws") as ws:
+            start(ws, breakout["id"])
+            receive_frame(ws)
+            send_input(ws, commands=["."])
+            hud, _ = receive_frame(ws)
+            while not hud["paused"]:
+                hud, _ = receive_frame(ws)
+            paused_at = hud["step"]
+            with pytest.raises(TimeoutError):
+                receive_frame(ws, timeout=0.7)  # nothing new while paused
+            send_input(ws, commands=["e"])
+            hud, _ = receive_frame(ws)
+            assert hud["step"] == paused_at + 1 and hud["paused"]
+            send_input(ws, commands=["right"])
+            hud, frame = receive_frame(ws)
+            assert hud["view"] == "side by side" and frame.shape == (64, 64 * 2 + 2, 3)
+            assert any("PAUSED" in line for line in hud["lines"])
+        deadline = time.monotonic() + 5
+        while state.players and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not state.players  # a closed tab frees its engine
+
+
+def test_bad_messages_close_only_their_socket(tiny_weights):
+    with running_server([tiny_weights], fps=20.0) as (host, state):
+        engine_id = get_json(f"http://{host}/api/engines")["engines"][0]["id"]
+        with connect(f"ws://{host}/ws") as good:
+            start(good, engine_id)
+            receive_frame(good)
+            bad_starts = ["not json", json.dumps([1, 2]), json.dumps({"type": "start", "engine": "../../etc"}),
+                          json.dumps({"type": "start", "engine": engine_id, "path": "/tmp"}),
+                          json.dumps({"type": "input", "keys": []}), "x" * 10_000,
+                          json.dumps({"type": "start", "engine": engine_id, "spawn": -3})]
+            bad_inputs = [{"keys": ["w"] * 100}, {"keys": [7]}, {"keys": ["<script>"]}, {"dx": 1e9}, {"dx": "1"},
+                          {"buttons": [2]}, {"commands": ["rm"]}, {"mouse": 1}, {"type": "start", "engine": engine_id}]
+            for message in bad_starts:
+                with connect(f"ws://{host}/ws") as ws:
+                    ws.send(message)
+                    with pytest.raises(ConnectionClosed) as closed:
+                        while True:
+                            ws.recv(10)
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+                    assert closed.value.rcvd.reason
+            for fields in bad_inputs:
+                with connect(f"ws://{host}/ws") as ws:
+                    start(ws, engine_id)
+                    ws.send(json.dumps({"type": "input", **fields}))
+                    with pytest.raises(ConnectionClosed) as closed:
+                        while True:
+                            ws.recv(10)
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, fields
+            with connect(f"ws://{host}/ws") as ws:  # a binary message, and a tab closed mid-stream
+                start(ws, engine_id)
+                ws.send(b"\x00" * 10)
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        ws.recv(10)
+            with connect(f"ws://{host}/ws") as ws:
+                start(ws, engine_id)
+                receive_frame(ws)
+            hud, _ = receive_frame(good)  # the first player never noticed
+            before = hud["step"]
+            hud, _ = receive_frame(good)
+            assert hud["step"] > before
+        deadline = time.monotonic() + 5
+        while (state.players or state.starting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not state.players and state.starting == 0
+
+
+def test_token_origin_and_a_full_server(tiny_weights):
+    with running_server([tiny_weights], token="s3cret-token", max_sessions=1) as (host, state):
+        for url in (f"http://{host}/", f"http://{host}/api/engines", f"http://{host}/?token=wrong"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(url, timeout=10)
+            assert refused.value.code == 401
+        response = urllib.request.urlopen(f"http://{host}/?token=s3cret-token", timeout=10)
+        assert response.status == 200 and "diamond_play_token=s3cret-token" in response.headers["set-cookie"]
+        engine_id = get_json(f"http://{host}/api/engines?token=s3cret-token")["engines"][0]["id"]
+        for url, headers in ((f"ws://{host}/ws", {}), (f"ws://{host}/ws?token=nope", {}),
+                             (f"ws://{host}/ws?token=s3cret-token", {"Origin": "http://evil.example"})):
+            with pytest.raises(InvalidStatus) as refused_ws:
+                connect(url, additional_headers=headers, open_timeout=10)
+            assert refused_ws.value.response.status_code == 403
+        with connect(f"ws://{host}/ws", additional_headers={"Cookie": "diamond_play_token=s3cret-token",
+                                                            "Origin": f"http://{host}"}) as ws:
+            start(ws, engine_id)
+            receive_frame(ws)
+            with connect(f"ws://{host}/ws?token=s3cret-token") as second:
+                full = json.loads(second.recv(10))
+                assert full == {"type": "full", "playing": 1, "max_sessions": 1}
+                with pytest.raises(ConnectionClosed) as closed:
+                    second.recv(10)
+                assert closed.value.rcvd is not None and "server full" in closed.value.rcvd.reason
+            receive_frame(ws)  # the player in the seat plays on
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+def test_a_real_browser_plays_breakout_and_a_csgo_engine(csgo_weights, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1200,900"):
+        options.add_argument(flag)
+    with running_server([SHIPPED_BREAKOUT, csgo_weights], fps=15.0) as (host, state):
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            driver.get(f"http://{host}/")
+            wait = WebDriverWait(driver, 60)
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#engines button")) == 2)
+            buttons = {b.text.split(" ")[0]: b for b in driver.find_elements(By.CSS_SELECTOR, "#engines button")}
+            buttons["Breakout"].click()
+            hud = driver.find_element(By.ID, "hud")
+            wait.until(lambda d: "fps" in hud.text and "step" in hud.text)
+            canvas = driver.find_element(By.ID, "screen")
+            assert canvas.size["width"] == 512  # 64 x 64 grown crisply to about 512 pixels
+
+            def shot() -> np.ndarray:
+                png = canvas.screenshot_as_png
+                return cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_COLOR).astype(int)
+
+            def fps() -> float:
+                line = next(x for x in hud.text.splitlines() if x.startswith("fps"))
+                return float(line.split()[1])
+
+            canvas.click()
+            ActionChains(driver).send_keys(" ").perform()  # FIRE: launch the ball
+            before = shot()
+            ActionChains(driver).key_down("d").perform()  # hold RIGHT
+            time.sleep(2.0)
+            ActionChains(driver).key_up("d").perform()
+            after = shot()
+            assert np.abs(after - before).mean() > 1.0, "the frame did not change"
+            wait.until(lambda d: fps() > 2)
+            (tmp_path / "breakout_page.png").write_bytes(driver.get_screenshot_as_png())
+
+            driver.find_element(By.ID, "leave").click()
+            wait.until(lambda d: d.find_element(By.ID, "engines").find_elements(By.TAG_NAME, "button"))
+            deadline = time.monotonic() + 5
+            while state.players and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not state.players  # leaving frees the engine
+            next(b for b in driver.find_elements(By.CSS_SELECTOR, "#engines button") if b.text.startswith("csgo")).click()
+            wait.until(lambda d: "step" in hud.text)
+            assert canvas.size["width"] == 280 * 2  # CS:GO's 280 x 150, doubled
+            canvas.click()
+            ActionChains(driver).key_down("w").perform()
+            wait.until(lambda d: "action W" in hud.text.splitlines())
+            ActionChains(driver).key_up("w").perform()
+        finally:
+            driver.quit()
