@@ -27,7 +27,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("docs/serve_page.png"))
     args = p.parse_args()
     server = subprocess.Popen([sys.executable, "-m", "diamond_play", "serve", "atari", "Breakout", "--port",
-                               str(args.port), "--seed", "0"])
+                               str(args.port), "--seed", "0", "--mode", "eager-bf16-cl"])
     url = f"http://127.0.0.1:{args.port}/"
     try:
         for _ in range(300):
@@ -38,7 +38,7 @@ def main() -> int:
                 time.sleep(0.2)
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,640"):
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,760"):
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         try:

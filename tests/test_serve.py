@@ -198,6 +198,22 @@ def test_bad_messages_close_only_their_socket(tiny_weights):
         assert not state.players and state.starting == 0
 
 
+def test_a_compiled_mode_plays_eagerly_while_it_compiles(tiny_weights):
+    with running_server([tiny_weights], fps=20.0) as (host, state):
+        state.options.mode = EXECUTION_MODES["compiled-fp32"]
+        engine_id = get_json(f"http://{host}/api/engines")["engines"][0]["id"]
+        with connect(f"ws://{host}/ws") as ws:
+            start(ws, engine_id)
+            for _ in range(3):
+                hud, frame = receive_frame(ws)
+            assert hud["mode"] == "compiled-fp32" and isinstance(hud["compile"], str) and hud["compile"]
+            assert frame.shape == (64, 64, 3)
+        deadline = time.monotonic() + 10
+        while state.players and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not state.players
+
+
 def test_token_origin_and_a_full_server(tiny_weights):
     with running_server([tiny_weights], token="s3cret-token", max_sessions=1) as (host, state):
         for url in (f"http://{host}/", f"http://{host}/api/engines", f"http://{host}/?token=wrong"):
@@ -280,7 +296,8 @@ def test_a_real_browser_plays_breakout_and_a_csgo_engine(csgo_weights, tmp_path)
             while state.players and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not state.players  # leaving frees the engine
-            next(b for b in driver.find_elements(By.CSS_SELECTOR, "#engines button") if b.text.startswith("csgo")).click()
+            engines = driver.find_elements(By.CSS_SELECTOR, "#engines button")
+            next(b for b in engines if b.text.startswith("csgo")).click()
             wait.until(lambda d: "step" in hud.text)
             assert canvas.size["width"] == 280 * 2  # CS:GO's 280 x 150, doubled
             canvas.click()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 from importlib import resources
@@ -39,6 +40,7 @@ COMMANDS = {"return", ".", "e", "m", "h", "left", "right", "up", "down"}  # the 
 POLICY_VIOLATION = 1008
 START_TIMEOUT_S = 30.0
 TOKEN_COOKIE = "diamond_play_token"
+log = logging.getLogger("diamond_play.serve")
 
 
 class BadMessage(ValueError):
@@ -214,6 +216,9 @@ def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
             pass
         except BadMessage as e:
             await close_with(websocket, str(e))
+        except Exception as e:  # a bug of ours: the log has it, the page a reason, the other players nothing
+            log.exception("player session failed")
+            await close_with(websocket, f"server error: {type(e).__name__}: {e}")
         finally:
             if player is None:
                 state.starting -= 1

@@ -18,7 +18,8 @@ from diamond_play.play.app import VIEWS, AppState, Pacer, PlayOptions, handle_ap
 from diamond_play.play.controls import Controls, controls_for
 from diamond_play.play.session import PlaySession
 
-JPEG_QUALITY = 90
+# 4:4:4 chroma: pixel-art colour rows survive (Breakout's bricks: 45 dB at q95 4:4:4 against 31 dB at q90 4:2:0).
+JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 VIEW_GAP = 2  # pixels between the world model's frame and the emulator's in the side-by-side view
 
 
@@ -55,7 +56,7 @@ def compose_view(frame: np.ndarray, real: np.ndarray | None, view: str) -> np.nd
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), JPEG_PARAMS)
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return data.tobytes()
@@ -115,7 +116,7 @@ class Player:
         return {"lines": self.state.hud_lines() or [], "step": e.steps, "horizon": e.horizon,
                 "paused": self.state.paused, "policy": self.state.policy, "view": self.state.view,
                 "views": list(VIEWS) if s.has_real_env else [VIEWS[0]], "mode": e.mode.name,
-                "compile": e.compile_status if e.mode.compile else "",
+                "compile": str(e.compile_status) if e.mode.compile else "",
                 "fps": round(self.state.shown_fps(), 2),
                 "latency_ms": round(self.state.last.latency_s * 1000, 1) if self.state.last else None}
 
