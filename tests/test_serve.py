@@ -306,3 +306,51 @@ def test_a_real_browser_plays_breakout_and_a_csgo_engine(csgo_weights, tmp_path)
             ActionChains(driver).key_up("w").perform()
         finally:
             driver.quit()
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def test_four_players_for_30_seconds_then_everything_is_freed(tiny_weights):
+    with running_server([tiny_weights], fps=10.0, max_sessions=4) as (host, state):
+        engine_id = get_json(f"http://{host}/api/engines")["engines"][0]["id"]
+
+        def one_round(seconds: float) -> list[int]:
+            """Four players hold keys for `seconds`; the frames each received."""
+            counts, errors = [0] * 4, []
+
+            def play(i: int) -> None:
+                try:
+                    with connect(f"ws://{host}/ws") as ws:
+                        start(ws, engine_id)
+                        end = time.monotonic() + seconds
+                        while time.monotonic() < end:
+                            send_input(ws, keys=[["w"], ["a"], ["d"], ["space"]][(counts[i] + i) % 4])
+                            receive_frame(ws)
+                            counts[i] += 1
+                except Exception as e:  # reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=play, args=(i,)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(seconds + 120)
+            assert not errors, errors
+            deadline = time.monotonic() + 10
+            while (state.players or state.starting) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not state.players and state.starting == 0
+            return counts
+
+        one_round(3.0)  # warm: the first engine loads, allocators fill
+        threads_before, rss_before = threading.active_count(), rss_mb()
+        counts = one_round(30.0)
+        assert min(counts) >= 10, counts  # every player kept receiving frames (even on a busy 2-core machine)
+        deadline = time.monotonic() + 10
+        while threading.active_count() > threads_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert threading.active_count() <= threads_before
+        assert rss_mb() < rss_before + 150  # no engine, session or frame kept
