@@ -62,6 +62,7 @@ class AtariStarts:
 
     def step(self, action: int) -> np.ndarray:
         assert self.frame is not None
+        action = int(action)
         self.history.append((self.frame, action))
         self.frame, _, end, trunc, _ = self.env.step(action)
         if end or trunc:
@@ -103,8 +104,15 @@ class Game:
     """A kind of game whose imagined episodes start from the spawn points shipped with the weights and whose
     actions are indices (the engines trained on recorded gameplay)."""
 
+    sampling_presets: tuple[str, ...] = ()
+    """Sampler presets play, `serve` and `bench` offer for the kind (none: the weights' own settings)."""
+
     def __init__(self, traits: GameKind) -> None:
         self.traits = traits
+
+    def sampling(self, preset: str | None) -> SamplingConfig | None:
+        """The sampler settings of `preset`, or None for the weights' own."""
+        return None
 
     def start_states(self, config: WeightsConfig, weights_path: Path | None, num_frames: int, size: int,
                      seed: int | None, spawn: int | None, rng: np.random.Generator) -> Starts:
@@ -126,8 +134,6 @@ class Game:
 class NamedGame(Game, ABC):
     """A kind of game the command line names (`diamond-play WORD ...`), with official engines on the hub."""
 
-    sampling_presets: tuple[str, ...] = ()
-    """Sampler presets `bench` and play offer for the kind (none: the weights' own settings)."""
     bench_kinds: tuple[str, ...] = ()
     """Kinds of engine `diamond-play bench WORD --weights W` measures as this one's play."""
 
@@ -157,10 +163,6 @@ class NamedGame(Game, ABC):
     def random_engine(self) -> Agent:
         """An engine with the paper's architecture and random weights (benchmarks)."""
 
-    def sampling(self, preset: str | None) -> SamplingConfig | None:
-        """The sampler settings of `preset`, or None for the weights' own."""
-        return None
-
     @abstractmethod
     def env_id(self, game: str) -> str:
         """The gymnasium id of the world-model env of `game`."""
@@ -186,7 +188,7 @@ class AtariGame(NamedGame):
         return super().holds(agent, game) and agent.config.game == game
 
     def check_engine(self, agent: Agent, game: str, path: Path) -> None:
-        if agent.config.kind == "atari" and agent.config.game == "unknown":
+        if agent.config.kind == self.traits.name and agent.config.game == "unknown":
             name_unknown_game(agent, game)  # an official checkpoint imported under another file name
         super().check_engine(agent, game, path)
 

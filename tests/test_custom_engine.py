@@ -48,6 +48,9 @@ def test_keymap_controls_and_default_keymap():
     assert controls.action() == 2  # the most recent key wins
     controls.handle_event(pygame.event.Event(pygame.KEYUP, key=pygame.K_RIGHT, mod=0, unicode="", scancode=0))
     assert controls.action() == 0
+    for name in ("", "no such key", "x"):  # keys pygame cannot name, or the map lacks (e.g. from the browser page)
+        controls.key_down(name)
+    assert controls.action() == 0
 
 
 def test_record_with_a_yaml_keymap_and_bad_inputs(tmp_path, capsys):

@@ -189,7 +189,7 @@ class KeymapControls(Controls):
     def __init__(self, keymap: dict, num_actions: int) -> None:
         keys = keymap.get("keys", {})
         self.default = int(keymap.get("default", 0))
-        self.codes: dict[int, int] = {}
+        self.actions: dict[str, int] = {}  # by the name pygame gives the key (`pygame.key.name`)
         init_windowless_display()  # key names resolve through SDL's video subsystem
         for name, action in keys.items():
             try:
@@ -199,28 +199,25 @@ class KeymapControls(Controls):
                                 "'a')") from None
             if not 0 <= int(action) < num_actions:
                 raise UserError(f"key map: action {action} for key {name!r} is outside 0..{num_actions - 1}")
-            self.codes[code] = int(action)
-        self.held: list[int] = []
+            self.actions[pygame.key.name(code)] = int(action)  # "Left" and "left" are one key
+        self.held: list[str] = []
 
     def key_down(self, name: str) -> None:
-        code = pygame.key.key_code(name)
-        if code in self.codes and code not in self.held:
-            self.held.append(code)
+        if name in self.actions and name not in self.held:
+            self.held.append(name)
 
     def key_up(self, name: str) -> None:
-        code = pygame.key.key_code(name)
-        if code in self.held:
-            self.held.remove(code)
+        if name in self.held:
+            self.held.remove(name)
 
     def action(self) -> int:
-        return self.codes[self.held[-1]] if self.held else self.default
+        return self.actions[self.held[-1]] if self.held else self.default
 
     def release_all(self) -> None:
         self.held.clear()
 
     def help_lines(self) -> list[str]:
-        names = {code: pygame.key.name(code) for code in self.codes}
-        return [f"  {names[code]:10s} action {action}" for code, action in self.codes.items()] + [
+        return [f"  {name:10s} action {action}" for name, action in self.actions.items()] + [
             f"  (no key)   action {self.default}"]
 
 

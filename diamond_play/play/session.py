@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from diamond_play.accel.modes import ExecutionMode
+from diamond_play.config import GameKind
 from diamond_play.data.episodes import Dataset, DatasetInfo, EpisodeBuilder
 from diamond_play.engine import WorldModelEngine
 from diamond_play.errors import UserError
@@ -89,7 +90,6 @@ class PlaySession:
         self.ignore_end = ignore_end
         self.reseeds = {"end": 0, "horizon": 0}  # re-seeds since the session started, by cause
         self.game = game_of(cfg)
-        self.game_kind = cfg.game_kind
         # Compiled modes compile in the background: play starts eagerly at once and speeds up when ready (the
         # engine says whether it can: CUDA-graph modes under torch.compile compile and capture at the first frame
         # instead). Without `compile_in_background` (headless runs) they compile before the first frame, so the
@@ -116,6 +116,10 @@ class PlaySession:
                                source="diamond-play world model")
             self.recorder = EpisodeRecorder(Dataset(record_dataset, info), fps)
         self.frame = self.reset()
+
+    @property
+    def game_kind(self) -> GameKind:
+        return self.game.traits
 
     @property
     def has_real_env(self) -> bool:

@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from diamond_play.accel.modes import ExecutionMode
 from diamond_play.errors import UserError
-from diamond_play.games import NAMED_GAMES
+from diamond_play.games import game_of
 from diamond_play.play.session import PlaySession
 from diamond_play.serve.catalog import EngineEntry
 from diamond_play.serve.player import Player, PlayerInput
@@ -93,7 +93,8 @@ def parse_input(msg: dict[str, Any]) -> PlayerInput:
     return PlayerInput(keys, frozenset(buttons), dx, dy, list(commands))
 
 
-def parse_message(text: str | None, data: bytes | None) -> dict[str, Any]:
+def parse_message(text: str | None) -> dict[str, Any]:
+    """A text message's JSON object (binary messages have no text)."""
     if text is None:
         raise BadMessage("messages are JSON text")
     if len(text) > MAX_MESSAGE_BYTES:
@@ -118,13 +119,12 @@ def start_session(state: ServerState, msg: dict[str, Any]) -> tuple[EngineEntry,
     spawn, preset = msg.get("spawn"), msg.get("preset")
     if spawn is not None and (not isinstance(spawn, int) or isinstance(spawn, bool) or not 0 <= spawn < 10_000):
         raise BadMessage("spawn: null or a spawn point's index")
-    game = NAMED_GAMES.get(entry.config.kind)
-    presets = game.sampling_presets if game is not None else ()
-    if preset is not None and preset not in presets:
-        raise BadMessage(f"preset: null or one of {list(presets)}")
+    game = game_of(entry.config)
+    if preset is not None and preset not in game.sampling_presets:
+        raise BadMessage(f"preset: null or one of {list(game.sampling_presets)}")
     opts = state.options
     agent = load_agent(entry.path, device=opts.device)
-    sampling = game.sampling(preset) if game is not None and preset is not None else None
+    sampling = game.sampling(preset)
     try:
         session = PlaySession(agent, device=opts.device, seed=opts.seed, spawn=spawn, sampling=sampling,
                               fps=opts.fps, mode=opts.mode)
@@ -242,7 +242,7 @@ async def open_session(websocket: WebSocket, state: ServerState) -> tuple[Engine
         raise BadMessage(f"no start message within {START_TIMEOUT_S:.0f} s") from None
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect()
-    msg = parse_message(message.get("text"), message.get("bytes"))
+    msg = parse_message(message.get("text"))
     if msg["type"] != "start":
         raise BadMessage("the first message is a start message")
     return await asyncio.to_thread(start_session, state, msg)
@@ -269,7 +269,7 @@ async def serve_player(websocket: WebSocket, player: Player, new_frame: asyncio.
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect()
-            msg = parse_message(message.get("text"), message.get("bytes"))
+            msg = parse_message(message.get("text"))
             if msg["type"] != "input":
                 raise BadMessage("one start message per connection")
             player.update(parse_input(msg))

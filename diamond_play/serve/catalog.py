@@ -10,7 +10,7 @@ from pathlib import Path
 
 from diamond_play.config import WeightsConfig
 from diamond_play.errors import UserError
-from diamond_play.games import NAMED_GAMES
+from diamond_play.games import NAMED_GAMES, game_of
 from diamond_play.weights.format import CONFIG_FILE, is_weights_dir, read_weights_config
 from diamond_play.weights.hub import shipped_weights_root, user_weights_root
 from diamond_play.weights.loading import default_weights
@@ -29,7 +29,7 @@ class EngineEntry:
     def public(self) -> dict[str, object]:
         """What the page is told about the engine (never its path)."""
         cfg = self.config
-        presets = NAMED_GAMES[cfg.kind].sampling_presets if cfg.kind in NAMED_GAMES else ()
+        presets = game_of(cfg).sampling_presets
         steps = cfg.sampling.dynamics.num_steps_denoising
         up = cfg.sampling.upsampler
         return {"id": self.id, "game": cfg.game, "kind": cfg.kind, "frame_size": list(cfg.frame_size),

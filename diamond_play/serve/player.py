@@ -18,7 +18,7 @@ from diamond_play.play.app import VIEWS, AppState, Pacer, PlayOptions, handle_ap
 from diamond_play.play.controls import Controls, controls_for
 from diamond_play.play.session import PlaySession
 
-# 4:4:4 chroma: pixel-art colour rows survive (Breakout's bricks: 45 dB at q95 4:4:4 against 31 dB at q90 4:2:0).
+# Full-resolution colour (4:4:4): halved chroma smears pixel art's one-pixel colour rows (README, browser play).
 JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 VIEW_GAP = 2  # pixels between the world model's frame and the emulator's in the side-by-side view
 
@@ -30,7 +30,6 @@ class FramePacket:
     seq: int
     jpeg: bytes
     hud: dict[str, object]
-    encode_s: float
 
 
 @dataclass
@@ -121,10 +120,9 @@ class Player:
                 "latency_ms": round(self.state.last.latency_s * 1000, 1) if self.state.last else None}
 
     def publish(self) -> None:
-        t0 = time.perf_counter()
         jpeg = encode_jpeg(compose_view(self.session.frame, self.session.real_frame, self.state.view))
         self.seq += 1
-        self.latest = FramePacket(self.seq, jpeg, self.hud(), time.perf_counter() - t0)
+        self.latest = FramePacket(self.seq, jpeg, self.hud())
         self.on_frame()
 
     def run(self) -> None:
