@@ -129,7 +129,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     use_threads(args.threads)
     serve(parse_engine_words(args.words), args.weights, host=args.host, port=args.port, token=args.token,
-          max_sessions=args.max_sessions, fps=args.fps, mode=args.mode, device=args.device, seed=args.seed)
+          max_sessions=args.max_sessions, fps=args.fps, mode=args.mode, device=args.device, seed=args.seed,
+          batch=not args.no_batch)
 
 
 def add_play_arguments(p: argparse.ArgumentParser, weights_help: str = "weights directory, training run or "
@@ -408,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--seed", type=int, help="seed for the sampler and start states")
     p.add_argument("--threads", type=int, help="CPU threads for the networks (default: the idle cores, at least 1)")
+    p.add_argument("--no-batch", action="store_true", help="give every player an engine of their own instead of "
+                   "stepping the players of one engine as one batch")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("record", help="record gameplay of a gymnasium game into a dataset")

@@ -12,6 +12,7 @@ import torch
 
 from diamond_play.accel.frames import Timer
 from diamond_play.accel.modes import ExecutionMode
+from diamond_play.accel.networks import Networks
 from diamond_play.config import SamplingConfig
 from diamond_play.data.spawns import StartState
 from diamond_play.errors import UserError
@@ -35,11 +36,12 @@ class WorldModelEngine(WorldModel):
 
     def __init__(self, agent: Agent, sampling: SamplingConfig | None = None, device: torch.device | str = "cpu",
                  seed: int | None = None, horizon: int = 1000, mode: ExecutionMode | None = None,
-                 defer_compile: bool = False) -> None:
+                 defer_compile: bool = False, networks: Networks | None = None) -> None:
+        """`networks`: the agent's networks already prepared for `mode` (seats of a `play.shared` engine)."""
         device = torch.device(device)
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, ()).item()))
-        super().__init__(agent.to(device).eval(), 1, sampling, device, mode, generator, defer_compile)
+        super().__init__(agent.to(device).eval(), 1, sampling, device, mode, generator, defer_compile, networks)
         self.horizon = horizon
         self.steps = 0
         self.started = False

@@ -61,9 +61,11 @@ class WorldModel:
 
     def __init__(self, agent: Agent, num_envs: int = 1, sampling: SamplingConfig | None = None,
                  device: torch.device | str = "cpu", mode: ExecutionMode | None = None,
-                 generator: torch.Generator | None = None, defer_compile: bool = False) -> None:
+                 generator: torch.Generator | None = None, defer_compile: bool = False,
+                 networks: Networks | None = None) -> None:
         """`defer_compile`: a compiled mode's networks stay eager until the play layer's `NetworkCompiler`
-        compiles them (in the background, or before the first step)."""
+        compiles them (in the background, or before the first step). `networks`: the agent's networks already
+        prepared for `mode` by another world model (`shared_engine`), used as they are."""
         self.device = torch.device(device)
         self.agent = agent
         self.mode = mode or ExecutionMode()
@@ -71,7 +73,8 @@ class WorldModel:
         # A whole-frame graph is captured around the networks: their compile is deferred only where the build
         # runs in a child process (AOTInductor), else it happens at the first frame, before the capture.
         defer_compile = defer_compile and (not self.mode.cuda_graph or self.mode.compiles_ahead_of_time(self.device))
-        self.networks: Networks = prepare_networks(agent, self.mode, self.device, compile_now=not defer_compile)
+        self.networks: Networks = networks or prepare_networks(agent, self.mode, self.device,
+                                                               compile_now=not defer_compile)
         self.config = agent.config
         self.sampling = sampling or agent.config.sampling
         if agent.upsampler is not None and self.sampling.upsampler is None:

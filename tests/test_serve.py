@@ -317,9 +317,9 @@ def test_four_players_for_30_seconds_then_everything_is_freed(tiny_weights):
     with running_server([tiny_weights], fps=10.0, max_sessions=4) as (host, state):
         engine_id = get_json(f"http://{host}/api/engines")["engines"][0]["id"]
 
-        def one_round(seconds: float) -> list[int]:
-            """Four players hold keys for `seconds`; the frames each received."""
-            counts, errors = [0] * 4, []
+        def one_round(seconds: float) -> tuple[list[int], int]:
+            """Four players hold keys for `seconds`; the frames each received, the largest batch a HUD showed."""
+            counts, errors, batches = [0] * 4, [], [1]
 
             def play(i: int) -> None:
                 try:
@@ -328,7 +328,8 @@ def test_four_players_for_30_seconds_then_everything_is_freed(tiny_weights):
                         end = time.monotonic() + seconds
                         while time.monotonic() < end:
                             send_input(ws, keys=[["w"], ["a"], ["d"], ["space"]][(counts[i] + i) % 4])
-                            receive_frame(ws)
+                            hud, _ = receive_frame(ws)
+                            batches.append(hud["batch"])
                             counts[i] += 1
                 except Exception as e:  # reported below
                     errors.append(e)
@@ -342,13 +343,14 @@ def test_four_players_for_30_seconds_then_everything_is_freed(tiny_weights):
             deadline = time.monotonic() + 10
             while (state.players or state.starting) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert not state.players and state.starting == 0
-            return counts
+            assert not state.players and state.starting == 0 and not state.shared.engines
+            return counts, max(batches)
 
         one_round(3.0)  # warm: the first engine loads, allocators fill
         threads_before, rss_before = threading.active_count(), rss_mb()
-        counts = one_round(30.0)
+        counts, largest_batch = one_round(30.0)
         assert min(counts) >= 10, counts  # every player kept receiving frames (even on a busy 2-core machine)
+        assert largest_batch > 1  # they shared one engine, stepped in batches
         deadline = time.monotonic() + 10
         while threading.active_count() > threads_before and time.monotonic() < deadline:
             time.sleep(0.1)

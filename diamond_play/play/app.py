@@ -46,6 +46,10 @@ class Pacer:
     def due(self) -> bool:
         return time.perf_counter() >= self.next
 
+    def align(self, tick: float) -> None:
+        """Follow a shared tick (players batched on one engine): the next frame is one period after it."""
+        self.next = tick + self.period
+
     def advance(self) -> None:
         self.next += self.period
         now = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -19,12 +20,32 @@ from diamond_play.accel.frames import GraphedFrame
 from diamond_play.accel.networks import (
     AcceleratedDenoiser,
     CompileStatus,
+    RewEndStep,
     compile_denoise,
     compile_rew_end_step,
 )
-from diamond_play.engine import WorldModelEngine
 from diamond_play.imagine import predict_low_res, upsample_frame
 from diamond_play.models.denoiser import make_randn
+from diamond_play.world_model import WorldModel
+
+
+@torch.no_grad()
+def warm_up(world_model: WorldModel, dynamics: AcceleratedDenoiser, upsampler: AcceleratedDenoiser | None,
+            rew_end_step: RewEndStep | None) -> None:
+    """Run compiled networks once on copies of `world_model`'s buffers (its shapes, autocast and layout; a
+    separate random generator), which compiles them for those shapes."""
+    randn = make_randn(world_model.device, generator=torch.Generator(world_model.device).manual_seed(0))
+    with world_model.autocast():
+        low = predict_low_res(dynamics, world_model.sampling.dynamics, world_model.obs.clone(),
+                              world_model.act.clone(), randn)
+        if upsampler is not None and world_model.full_res is not None:
+            assert world_model.sampling.upsampler is not None
+            upsample_frame(upsampler, world_model.sampling.upsampler, low, world_model.full_res.clone(), randn)
+        model = world_model.agent.rew_end_model
+        if rew_end_step is not None and model is not None:
+            zeros = torch.zeros(1, world_model.num_envs, model.lstm.hidden_size, device=world_model.device)
+            rew_end_step(world_model.obs[:, -1:].clone(), world_model.act[:, -1:].clone(), low[:, None],
+                         (zeros, zeros.clone()))
 
 
 class NetworkCompiler:
@@ -32,8 +53,11 @@ class NetworkCompiler:
     shapes (same autocast, layout and no-grad state, a separate random generator), then swaps them in. A failed
     compile leaves the engine eager; `engine.compile_status` says what happened."""
 
-    def __init__(self, engine: WorldModelEngine) -> None:
+    def __init__(self, engine: WorldModel, also_warm: Sequence[WorldModel] = ()) -> None:
+        """`also_warm`: world models sharing `engine`'s networks at other batch sizes (`play.shared`), whose shapes
+        are compiled too before the swap, so no step after it waits for a compile."""
         self.engine = engine
+        self.also_warm = tuple(also_warm)
         self.compilers: list[AOTCompiled] = []
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -64,27 +88,19 @@ class NetworkCompiler:
         started = time.perf_counter()
         per_call_graphs = not mode.cuda_graph
         try:
-            randn = make_randn(device, generator=torch.Generator(device).manual_seed(0))
             # Compiled from shallow copies (shared parameters, own attributes): exporting sets attributes on the
             # module it traces, which the eager steps running meanwhile must not see.
-            den = engine.agent.denoiser
-            dynamics = AcceleratedDenoiser(den, self._track(compile_denoise(copy.copy(den), mode, device,
-                                                                            per_call_graphs)))
-            upsampler = rew_end_step = None
-            with torch.no_grad(), engine.autocast():
-                low = predict_low_res(dynamics, engine.sampling.dynamics, engine.obs.clone(), engine.act.clone(),
-                                      randn)
-                up = engine.agent.upsampler
-                if up is not None and engine.full_res is not None and engine.sampling.upsampler is not None:
-                    upsampler = AcceleratedDenoiser(up, self._track(compile_denoise(copy.copy(up), mode, device,
-                                                                                    per_call_graphs)))
-                    upsample_frame(upsampler, engine.sampling.upsampler, low, engine.full_res.clone(), randn)
-                model = engine.agent.rew_end_model
-                if model is not None:
-                    rew_end_step = self._track(compile_rew_end_step(model, mode))
-                    zeros = torch.zeros(1, 1, model.lstm.hidden_size, device=device)
-                    rew_end_step(engine.obs[:, -1:].clone(), engine.act[:, -1:].clone(), low[:, None],
-                                 (zeros, zeros.clone()))
+            dynamics = AcceleratedDenoiser(engine.agent.denoiser, self._track(
+                compile_denoise(copy.copy(engine.agent.denoiser), mode, device, per_call_graphs)))
+            up = engine.agent.upsampler
+            upsampler = None
+            if up is not None and engine.full_res is not None and engine.sampling.upsampler is not None:
+                upsampler = AcceleratedDenoiser(up, self._track(compile_denoise(copy.copy(up), mode, device,
+                                                                                per_call_graphs)))
+            model = engine.agent.rew_end_model
+            rew_end_step = self._track(compile_rew_end_step(model, mode)) if model is not None else None
+            for world_model in (engine, *self.also_warm):
+                warm_up(world_model, dynamics, upsampler, rew_end_step)
             # Attribute stores between two steps: the next step uses the compiled networks.
             networks.dynamics = dynamics
             if upsampler is not None:

@@ -17,6 +17,7 @@ from diamond_play.frames import tensor_to_frames
 from diamond_play.games import game_of
 from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
+from diamond_play.play.shared import SharedWorldModel
 
 
 @dataclass
@@ -83,9 +84,11 @@ class PlaySession:
     def __init__(self, agent: Agent, device: torch.device | str = "cpu", seed: int | None = None,
                  horizon: int | None = None, spawn: int | None = None, sampling=None,
                  record_dataset: str | None = None, fps: float = 10.0, mode: ExecutionMode | None = None,
-                 compile_in_background: bool = True, ignore_end: bool = False) -> None:
+                 compile_in_background: bool = True, ignore_end: bool = False,
+                 shared: SharedWorldModel | None = None) -> None:
         """`ignore_end`: keep imagining through predicted terminations (they are still shown) instead of
-        re-seeding from the start states: for reward/termination models that fire too often."""
+        re-seeding from the start states: for reward/termination models that fire too often. `shared`: take a
+        seat on that engine (its agent, sampling, device and mode) instead of making one."""
         cfg = agent.config
         self.ignore_end = ignore_end
         self.reseeds = {"end": 0, "horizon": 0}  # re-seeds since the session started, by cause
@@ -94,14 +97,19 @@ class PlaySession:
         # engine says whether it can: CUDA-graph modes under torch.compile compile and capture at the first frame
         # instead). Without `compile_in_background` (headless runs) they compile before the first frame, so the
         # whole run is in one mode and a seed reproduces it.
-        self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
-                                       horizon=horizon or cfg.game_kind.play_horizon, mode=mode,
-                                       defer_compile=mode is not None and mode.compile)
-        self.compiler = NetworkCompiler(self.engine)
-        if compile_in_background:
-            self.compiler.start()
+        self.shared = shared
+        self.compiler: NetworkCompiler | None = None
+        if shared is not None:
+            self.engine: WorldModelEngine = shared.seat(seed, horizon)
         else:
-            self.compiler.run()
+            self.engine = WorldModelEngine(agent, sampling=sampling, device=device, seed=seed,
+                                           horizon=horizon or cfg.game_kind.play_horizon, mode=mode,
+                                           defer_compile=mode is not None and mode.compile)
+            self.compiler = NetworkCompiler(self.engine)
+            if compile_in_background:
+                self.compiler.start()
+            else:
+                self.compiler.run()
         self.rng = np.random.default_rng(seed)
         self.starts = self.game.start_states(cfg, agent.weights_path, self.engine.num_cond,
                                              self.engine.low_res_size[0], seed, spawn, self.rng)
@@ -168,7 +176,10 @@ class PlaySession:
         return outcome
 
     def close(self) -> None:
-        self.compiler.close()
+        if self.compiler is not None:
+            self.compiler.close()
+        if self.shared is not None:
+            self.shared.leave(self.engine)
         if self.recorder is not None:
             self.recorder.flush()
         self.starts.close()

@@ -16,6 +16,8 @@ import contextlib
 import json
 import logging
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -28,6 +30,7 @@ from diamond_play.accel.modes import ExecutionMode
 from diamond_play.errors import UserError
 from diamond_play.games import game_of
 from diamond_play.play.session import PlaySession
+from diamond_play.play.shared import SharedWorldModel, batchable
 from diamond_play.serve.catalog import EngineEntry
 from diamond_play.serve.player import Player, PlayerInput
 from diamond_play.weights.loading import load_agent
@@ -56,6 +59,35 @@ class ServeOptions:
     token: str | None = None
     """Required in the page URL and the WebSocket URL when set (any host but loopback)."""
     seed: int | None = None
+    batch: bool = True
+    """Players on the same engine and preset share one world model, stepped as one batch (`play.shared`); off,
+    or in a mode that cannot batch, every player gets an engine of their own."""
+
+
+@dataclass
+class SharedEngines:
+    """The engines players share, by (engine id, sampler preset), made by the first player and closed with the
+    last (`take` and `release` run on worker threads)."""
+
+    engines: dict[tuple[str, str | None], SharedWorldModel] = field(default_factory=dict)
+    users: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, key: tuple[str, str | None], make: Callable[[], SharedWorldModel]) -> SharedWorldModel:
+        with self.lock:
+            if key not in self.engines:
+                self.engines[key] = make()
+            self.users[key] = self.users.get(key, 0) + 1
+            return self.engines[key]
+
+    def release(self, key: tuple[str, str | None]) -> None:
+        with self.lock:
+            self.users[key] -= 1
+            if self.users[key] > 0:
+                return
+            del self.users[key]
+            engine = self.engines.pop(key)
+        engine.close()
 
 
 @dataclass
@@ -64,6 +96,7 @@ class ServerState:
     options: ServeOptions
     players: set[Player] = field(default_factory=set)
     starting: int = 0  # sessions being set up, counted against max_sessions
+    shared: SharedEngines = field(default_factory=SharedEngines)
 
 
 def key_names(value: Any, what: str) -> frozenset[str]:
@@ -108,8 +141,10 @@ def parse_message(text: str | None) -> dict[str, Any]:
     return msg
 
 
-def start_session(state: ServerState, msg: dict[str, Any]) -> tuple[EngineEntry, PlaySession]:
-    """The session a start message asks for (loads the engine: call off the event loop)."""
+def start_session(state: ServerState, msg: dict[str, Any]
+                  ) -> tuple[EngineEntry, PlaySession, tuple[str, str | None] | None]:
+    """The session a start message asks for, and the key of the shared engine it sits on (None: an engine of its
+    own). Loads the engine: call off the event loop."""
     unknown = set(msg) - {"type", "engine", "spawn", "preset"}
     if unknown:
         raise BadMessage(f"start: unknown fields {sorted(unknown)}")
@@ -123,14 +158,28 @@ def start_session(state: ServerState, msg: dict[str, Any]) -> tuple[EngineEntry,
     if preset is not None and preset not in game.sampling_presets:
         raise BadMessage(f"preset: null or one of {list(game.sampling_presets)}")
     opts = state.options
-    agent = load_agent(entry.path, device=opts.device)
     sampling = game.sampling(preset)
+    if not (opts.batch and batchable(opts.mode)):
+        agent = load_agent(entry.path, device=opts.device)
+        try:
+            return entry, PlaySession(agent, device=opts.device, seed=opts.seed, spawn=spawn, sampling=sampling,
+                                      fps=opts.fps, mode=opts.mode), None
+        except UserError as e:
+            raise BadMessage(str(e)) from None
+    key = (entry.id, preset)
+    shared = state.shared.take(key, lambda: SharedWorldModel(
+        load_agent(entry.path, device=opts.device), sampling, opts.device, opts.mode, opts.max_sessions, opts.fps,
+        opts.seed))
     try:
-        session = PlaySession(agent, device=opts.device, seed=opts.seed, spawn=spawn, sampling=sampling,
-                              fps=opts.fps, mode=opts.mode)
+        session = PlaySession(shared.agent, device=opts.device, seed=opts.seed, spawn=spawn, fps=opts.fps,
+                              shared=shared)
     except UserError as e:
+        state.shared.release(key)
         raise BadMessage(str(e)) from None
-    return entry, session
+    except BaseException:
+        state.shared.release(key)
+        raise
+    return entry, session, key
 
 
 def request_token(request: Request | WebSocket) -> str | None:
@@ -198,8 +247,9 @@ def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
             return
         state.starting += 1
         player = None
+        shared_key = None
         try:
-            entry, session = await open_session(websocket, state)
+            entry, session, shared_key = await open_session(websocket, state)
             loop = asyncio.get_running_loop()
             new_frame = asyncio.Event()
             try:
@@ -223,8 +273,11 @@ def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
             if player is None:
                 state.starting -= 1
             else:
-                state.players.discard(player)
                 await asyncio.to_thread(player.close)
+            if shared_key is not None:
+                await asyncio.to_thread(state.shared.release, shared_key)
+            if player is not None:
+                state.players.discard(player)  # the seat counts until its engine is given back
 
     return app
 
@@ -234,7 +287,8 @@ async def close_with(websocket: WebSocket, reason: str) -> None:
         await websocket.close(code=POLICY_VIOLATION, reason=reason[:120])
 
 
-async def open_session(websocket: WebSocket, state: ServerState) -> tuple[EngineEntry, PlaySession]:
+async def open_session(websocket: WebSocket, state: ServerState
+                       ) -> tuple[EngineEntry, PlaySession, tuple[str, str | None] | None]:
     """Wait for the start message and load its engine off the event loop."""
     try:
         message = await asyncio.wait_for(websocket.receive(), START_TIMEOUT_S)

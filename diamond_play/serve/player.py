@@ -17,6 +17,7 @@ from diamond_play.imagine import Cancelled
 from diamond_play.play.app import VIEWS, AppState, Pacer, PlayOptions, handle_app_key, next_action
 from diamond_play.play.controls import Controls, controls_for
 from diamond_play.play.session import PlaySession
+from diamond_play.play.shared import Seat
 
 # Full-resolution colour (4:4:4): halved chroma smears pixel art's one-pixel colour rows (README, browser play).
 JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
@@ -117,7 +118,8 @@ class Player:
                 "views": list(VIEWS) if s.has_real_env else [VIEWS[0]], "mode": e.mode.name,
                 "compile": str(e.compile_status) if e.mode.compile else "",
                 "fps": round(self.state.shown_fps(), 2),
-                "latency_ms": round(self.state.last.latency_s * 1000, 1) if self.state.last else None}
+                "latency_ms": round(self.state.last.latency_s * 1000, 1) if self.state.last else None,
+                "batch": e.last_batch_size if isinstance(e, Seat) else 1}
 
     def publish(self) -> None:
         jpeg = encode_jpeg(compose_view(self.session.frame, self.session.real_frame, self.state.view))
@@ -138,6 +140,8 @@ class Player:
                 elif (not state.paused and self.pacer.due()) or state.single_step:
                     state.record_outcome(self.session.step(next_action(state, self.controls, None)))
                     self.pacer.advance()
+                    if isinstance(self.session.engine, Seat):
+                        self.pacer.align(self.session.engine.last_batch_started)
                     state.single_step = False
                     self.publish()
                 elif self.toggles() != before:

@@ -47,7 +47,7 @@ def access_token(host: str, token: str | None) -> str | None:
 
 
 def serve(games: list[tuple[str, str | None]], weights: list[Path], host: str, port: int, token: str | None,
-          max_sessions: int, fps: float, mode: str, device: str, seed: int | None) -> None:
+          max_sessions: int, fps: float, mode: str, device: str, seed: int | None, batch: bool = True) -> None:
     import torch
     import uvicorn
 
@@ -61,7 +61,8 @@ def serve(games: list[tuple[str, str | None]], weights: list[Path], host: str, p
     catalog = build_catalog(games, weights)
     resolved = resolve_device(device)
     options = ServeOptions(device=resolved, mode=execution_mode_named(mode, torch.device(resolved), interactive=True),
-                           fps=fps, max_sessions=max_sessions, token=access_token(host, token), seed=seed)
+                           fps=fps, max_sessions=max_sessions, token=access_token(host, token), seed=seed,
+                           batch=batch)
     app = create_app(catalog, options)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/" + (f"?token={options.token}" if options.token else "")

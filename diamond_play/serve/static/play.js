@@ -73,7 +73,8 @@ function connect(startMessage) {
         "\nEnter reset, . pause, e step while paused, m human/policy, left/right view, up/down horizon, h HUD";
       canvas.focus();
     } else if (msg.type === "hud") {
-      $("hud").textContent = msg.lines.join("\n");
+      const shared = msg.batch > 1 ? [`one batch with ${msg.batch - 1} other player(s)`] : [];
+      $("hud").textContent = msg.lines.concat(shared).join("\n");
     } else if (msg.type === "full") {
       say(`server full, ${msg.playing} playing (at most ${msg.max_sessions}): try again later`);
     }
