@@ -356,3 +356,18 @@ def test_four_players_for_30_seconds_then_everything_is_freed(tiny_weights):
             time.sleep(0.1)
         assert threading.active_count() <= threads_before
         assert rss_mb() < rss_before + 150  # no engine, session or frame kept
+
+
+def test_without_batching_every_player_has_an_engine_of_their_own(tiny_weights):
+    with running_server([tiny_weights], fps=10.0, max_sessions=2, batch=False) as (host, state):
+        engine_id = get_json(f"http://{host}/api/engines")["engines"][0]["id"]
+        with connect(f"ws://{host}/ws") as first, connect(f"ws://{host}/ws") as second:
+            for ws in (first, second):
+                start(ws, engine_id)
+            for _ in range(3):
+                for ws in (first, second):
+                    send_input(ws, keys=["d"])
+                    hud, image = receive_frame(ws)
+                    assert hud["batch"] == 1 and image.shape[:2] == (64, 64)
+            assert not state.shared.engines
+            assert len({id(p.session.engine.agent) for p in state.players}) == 2
