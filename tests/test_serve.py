@@ -279,12 +279,23 @@ def test_a_real_browser_plays_breakout_and_a_csgo_engine(csgo_weights, tmp_path)
                 line = next(x for x in hud.text.splitlines() if x.startswith("fps"))
                 return float(line.split()[1])
 
+            def step_line() -> str:
+                return next((x for x in hud.text.splitlines() if x.startswith("step")), "")
+
+            def hold(key: str, frames: int) -> None:
+                # counted in frames the HUD shows, not seconds: a loaded machine plays slower, not less
+                ActionChains(driver).key_down(key).perform()
+                seen, last, deadline = 0, step_line(), time.monotonic() + 60
+                while seen < frames and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    line = step_line()
+                    seen, last = seen + (line != last), line
+                ActionChains(driver).key_up(key).perform()
+
             canvas.click()
             ActionChains(driver).send_keys(" ").perform()  # FIRE: launch the ball
             before = shot()
-            ActionChains(driver).key_down("d").perform()  # hold RIGHT
-            time.sleep(2.0)
-            ActionChains(driver).key_up("d").perform()
+            hold("d", frames=25)  # hold RIGHT
             after = shot()
             assert np.abs(after - before).mean() > 1.0, "the frame did not change"
             wait.until(lambda d: fps() > 2)
