@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from diamond_play.accel.modes import EXECUTION_MODES
+from diamond_play.cli import main
+from diamond_play.data.episodes import Dataset
 from diamond_play.serve.app import ServeOptions, create_app
 from diamond_play.serve.catalog import build_catalog
 from diamond_play.serve.server import access_token, parse_engine_words
@@ -151,6 +154,54 @@ def test_play_the_shipped_breakout_engine_over_a_websocket(tiny_weights):
         assert not state.players  # a closed tab frees its engine
 
 
+def test_record_download_the_video_and_train_an_engine_on_the_dataset(tmp_path):
+    with running_server([SHIPPED_BREAKOUT], fps=30.0) as (host, state):
+        engine_id = get_json(f"http://{host}/api/engines")["engines"][0]["id"]
+        with connect(f"ws://{host}/ws") as ws:
+            start(ws, engine_id)
+            receive_frame(ws)
+            ws.send(json.dumps({"type": "record", "on": True}))
+            send_input(ws, keys=["space"])
+            hud, _ = receive_frame(ws)
+            while hud["recording"] is None or hud["recording"] < 12:
+                hud, _ = receive_frame(ws)
+            send_input(ws, keys=["d"], commands=["return"])  # a reset: the dataset gets a second episode
+            while hud["recording"] < 24:
+                hud, _ = receive_frame(ws)
+            ws.send(json.dumps({"type": "record", "on": False}))
+            message: dict = {}
+            while message.get("type") != "recording":  # frames may still come first
+                data = ws.recv(30)
+                message = json.loads(data) if isinstance(data, str) else {}
+            assert message["episodes"] == 2 and message["steps"] >= 24
+            assert set(message["files"]) == {"play.mp4", "dataset.zip"}
+            downloads = {}
+            for name, url in message["files"].items():
+                with urllib.request.urlopen(f"http://{host}/{url}", timeout=10) as response:
+                    assert "attachment" in response.headers["content-disposition"]
+                    downloads[name] = tmp_path / name
+                    downloads[name].write_bytes(response.read())
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(f"http://{host}/api/recordings/{message['id']}/../../etc", timeout=10)
+        video = cv2.VideoCapture(str(downloads["play.mp4"]))
+        assert video.isOpened() and video.get(cv2.CAP_PROP_FRAME_COUNT) >= 20
+        ok, first = video.read()
+        assert ok and first.shape == (512, 512, 3)  # 64 x 64 at the page's size
+        with zipfile.ZipFile(downloads["dataset.zip"]) as archive:
+            archive.extractall(tmp_path / "dataset")
+        dataset = Dataset(tmp_path / "dataset")
+        assert len(dataset) == 2 and sum(len(dataset[i]) for i in range(2)) == message["steps"]
+        assert dataset.info.game == "Breakout" and dataset[0].frames.shape[1:] == (64, 64, 3)
+        run = tmp_path / "run"
+        assert main(["train", "engine", "--data", str(tmp_path / "dataset"), "--out", str(run), "--preset", "tiny",
+                     "epochs=1", "steps_per_epoch=2", "rew_end_steps_per_epoch=1", "batch_size=2",
+                     "rew_end_batch_size=2", "rew_end_seq_length=5"]) == 0
+        assert (run / "config.yaml").is_file()
+        root = state.recordings_root
+        assert root.is_dir()
+    assert not root.exists()  # the server's recordings go with it
+
+
 def test_bad_messages_close_only_their_socket(tiny_weights):
     with running_server([tiny_weights], fps=20.0) as (host, state):
         engine_id = get_json(f"http://{host}/api/engines")["engines"][0]["id"]
@@ -162,7 +213,8 @@ def test_bad_messages_close_only_their_socket(tiny_weights):
                           json.dumps({"type": "input", "keys": []}), "x" * 10_000,
                           json.dumps({"type": "start", "engine": engine_id, "spawn": -3})]
             bad_inputs = [{"keys": ["w"] * 100}, {"keys": [7]}, {"keys": ["<script>"]}, {"dx": 1e9}, {"dx": "1"},
-                          {"buttons": [2]}, {"commands": ["rm"]}, {"mouse": 1}, {"type": "start", "engine": engine_id}]
+                          {"buttons": [2]}, {"commands": ["rm"]}, {"mouse": 1}, {"type": "start", "engine": engine_id},
+                          {"type": "record"}, {"type": "record", "on": 1}, {"type": "record", "on": True, "to": "/"}]
             for message in bad_starts:
                 with connect(f"ws://{host}/ws") as ws:
                     ws.send(message)
@@ -300,6 +352,14 @@ def test_a_real_browser_plays_breakout_and_a_csgo_engine(csgo_weights, tmp_path)
             assert np.abs(after - before).mean() > 1.0, "the frame did not change"
             wait.until(lambda d: fps() > 2)
             (tmp_path / "breakout_page.png").write_bytes(driver.get_screenshot_as_png())
+            record = driver.find_element(By.ID, "record")
+            record.click()
+            wait.until(lambda d: "RECORDING" in hud.text)
+            hold("a", frames=5)
+            record.click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recordings a")) == 2)
+            links = {a.text: a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#recordings a")}
+            assert set(links) == {"play.mp4", "dataset.zip"} and "RECORDING" not in hud.text
 
             driver.find_element(By.ID, "leave").click()
             wait.until(lambda d: d.find_element(By.ID, "engines").find_elements(By.TAG_NAME, "button"))

@@ -4,6 +4,7 @@ in lockstep, the optional policy, and recording. The pygame window and the headl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,16 +115,31 @@ class PlaySession:
         self.starts = self.game.start_states(cfg, agent.weights_path, self.engine.num_cond,
                                              self.engine.low_res_size[0], seed, spawn, self.rng)
         self.policy = Policy(agent, self.engine.generator) if agent.actor_critic is not None else None
-        self.recorder = None
+        self.fps = fps
+        self.two_stage = agent.upsampler is not None
+        self.recorder: EpisodeRecorder | None = None
         if record_dataset is not None:
-            info = DatasetInfo(game=cfg.game, num_actions=cfg.num_actions,
-                               action_type="multi_hot" if self.engine.multi_hot else "discrete",
-                               action_names=list(cfg.action_names), fps=fps,
-                               frame_size=list(self.engine.low_res_size),
-                               full_res_size=list(cfg.frame_size) if agent.upsampler is not None else None,
-                               source="diamond-play world model")
-            self.recorder = EpisodeRecorder(Dataset(record_dataset, info), fps)
+            self.start_recording(record_dataset)
         self.frame = self.reset()
+
+    def start_recording(self, root: str | Path) -> None:
+        """Append what is played from the next step on to the dataset at `root` (made if new)."""
+        cfg = self.engine.config
+        info = DatasetInfo(game=cfg.game, num_actions=cfg.num_actions,
+                           action_type="multi_hot" if self.engine.multi_hot else "discrete",
+                           action_names=list(cfg.action_names), fps=self.fps,
+                           frame_size=list(self.engine.low_res_size),
+                           full_res_size=list(cfg.frame_size) if self.two_stage else None,
+                           source="diamond-play world model")
+        self.recorder = EpisodeRecorder(Dataset(root, info), self.fps)
+
+    def stop_recording(self) -> Dataset | None:
+        """Save the episode in progress and stop recording: the dataset recorded to, if any."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return None
+        recorder.flush()
+        return recorder.dataset
 
     @property
     def game_kind(self) -> GameKind:
@@ -180,7 +196,6 @@ class PlaySession:
             self.compiler.close()
         if self.shared is not None:
             self.shared.leave(self.engine)
-        if self.recorder is not None:
-            self.recorder.flush()
+        self.stop_recording()
         self.starts.close()
 

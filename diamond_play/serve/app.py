@@ -4,9 +4,12 @@ Protocol. The page sends JSON text messages of at most `MAX_MESSAGE_BYTES`:
 `{"type": "start", "engine": ID, "spawn": N | null, "preset": NAME | null}` once, then
 `{"type": "input", "keys": [NAME, ...], "buttons": [1 | 3, ...], "dx": INT, "dy": INT, "commands": [NAME, ...]}`
 (held keys and buttons, the mouse motion summed since the last message, app keys pressed through the page's
-buttons). The server answers `{"type": "ready", "engine": {...}, "keys": [...]}`, then per shown frame a
-`{"type": "hud", ...}` text message followed by the frame as a binary JPEG message. A message that breaks these
-rules closes that socket with a reason (code 1008); nothing else is affected.
+buttons), and `{"type": "record", "on": true | false}` to start and stop recording. The server answers
+`{"type": "ready", "engine": {...}, "keys": [...]}`, then per shown frame a
+`{"type": "hud", ...}` text message followed by the frame as a binary JPEG message, and per finished recording
+`{"type": "recording", "id": ID, "files": {NAME: URL}, "steps": N, "episodes": N}` (GET each URL to download it,
+within `RECORDING_KEEP_S` of leaving). A message that breaks these rules closes that socket with a reason (code
+1008); nothing else is affected.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import contextlib
 import json
 import logging
 import secrets
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from diamond_play.accel.modes import ExecutionMode
 from diamond_play.errors import UserError
@@ -32,7 +38,7 @@ from diamond_play.games import game_of
 from diamond_play.play.session import PlaySession
 from diamond_play.play.shared import SharedWorldModel, batchable
 from diamond_play.serve.catalog import EngineEntry
-from diamond_play.serve.player import Player, PlayerInput
+from diamond_play.serve.player import Player, PlayerInput, Recording
 from diamond_play.weights.loading import load_agent
 
 MAX_MESSAGE_BYTES = 4096
@@ -43,6 +49,7 @@ COMMANDS = {"return", ".", "e", "m", "h", "left", "right", "up", "down"}  # the 
 POLICY_VIOLATION = 1008
 START_TIMEOUT_S = 30.0
 TOKEN_COOKIE = "diamond_play_token"
+RECORDING_KEEP_S = 300.0  # a player's recordings stay downloadable this long after they leave
 log = logging.getLogger("diamond_play.serve")
 
 
@@ -97,6 +104,15 @@ class ServerState:
     players: set[Player] = field(default_factory=set)
     starting: int = 0  # sessions being set up, counted against max_sessions
     shared: SharedEngines = field(default_factory=SharedEngines)
+    recordings_root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="diamond-play-recordings-")))
+    """Removed when the server stops."""
+    recordings: dict[str, Recording] = field(default_factory=dict)
+
+    def forget_recordings(self, ids: list[str]) -> None:
+        for rid in ids:
+            recording = self.recordings.pop(rid, None)
+            if recording is not None:
+                shutil.rmtree(recording.folder, ignore_errors=True)
 
 
 def key_names(value: Any, what: str) -> frozenset[str]:
@@ -136,9 +152,15 @@ def parse_message(text: str | None) -> dict[str, Any]:
         msg = json.loads(text)
     except json.JSONDecodeError:
         raise BadMessage("not JSON") from None
-    if not isinstance(msg, dict) or msg.get("type") not in ("start", "input"):
-        raise BadMessage('a JSON object with "type": "start" or "input"')
+    if not isinstance(msg, dict) or msg.get("type") not in ("start", "input", "record"):
+        raise BadMessage('a JSON object with "type": "start", "input" or "record"')
     return msg
+
+
+def parse_record(msg: dict[str, Any]) -> bool:
+    if set(msg) != {"type", "on"} or not isinstance(msg["on"], bool):
+        raise BadMessage('record: {"type": "record", "on": true | false}')
+    return msg["on"]
 
 
 def start_session(state: ServerState, msg: dict[str, Any]
@@ -205,8 +227,16 @@ def page(name: str) -> str:
 
 
 def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
-    app = FastAPI(title="diamond-play", docs_url=None, redoc_url=None, openapi_url=None)
     state = ServerState({e.id: e for e in catalog}, options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            shutil.rmtree(state.recordings_root, ignore_errors=True)
+
+    app = FastAPI(title="diamond-play", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = state
 
     def check_token(request: Request) -> Response | None:
@@ -234,6 +264,17 @@ def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
             "engines": [e.public() for e in catalog], "playing": len(state.players) + state.starting,
             "max_sessions": options.max_sessions})
 
+    @app.get("/api/recordings/{rid}/{name}")
+    def recording_file(request: Request, rid: str, name: str) -> Response:
+        refused = check_token(request)
+        if refused is not None:
+            return refused
+        recording = state.recordings.get(rid)
+        if recording is None or name not in recording.files():
+            return JSONResponse({"error": "no such recording: it is kept for a while after its player leaves"},
+                                status_code=404)
+        return FileResponse(recording.folder / name, filename=f"diamond-play-{rid[:6]}-{name}")
+
     @app.websocket("/ws")
     async def play(websocket: WebSocket) -> None:
         if not authorised(options.token, request_token(websocket)) or not same_origin(websocket):
@@ -253,7 +294,8 @@ def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
             loop = asyncio.get_running_loop()
             new_frame = asyncio.Event()
             try:
-                player = Player(session, options.fps, lambda: loop.call_soon_threadsafe(new_frame.set))
+                player = Player(session, options.fps, lambda: loop.call_soon_threadsafe(new_frame.set),
+                                recordings=state.recordings_root)
             except BaseException:
                 session.close()
                 raise
@@ -261,7 +303,7 @@ def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
             state.players.add(player)
             await websocket.send_json({"type": "ready", "engine": entry.public(),
                                        "keys": player.controls.help_lines()})
-            await serve_player(websocket, player, new_frame)
+            await serve_player(websocket, player, new_frame, state)
         except WebSocketDisconnect:
             pass
         except BadMessage as e:
@@ -278,6 +320,9 @@ def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
                 await asyncio.to_thread(state.shared.release, shared_key)
             if player is not None:
                 state.players.discard(player)  # the seat counts until its engine is given back
+                if player.announced:
+                    asyncio.get_running_loop().call_later(RECORDING_KEEP_S, state.forget_recordings,
+                                                          player.announced)
 
     return app
 
@@ -302,7 +347,7 @@ async def open_session(websocket: WebSocket, state: ServerState
     return await asyncio.to_thread(start_session, state, msg)
 
 
-async def serve_player(websocket: WebSocket, player: Player, new_frame: asyncio.Event) -> None:
+async def serve_player(websocket: WebSocket, player: Player, new_frame: asyncio.Event, state: ServerState) -> None:
     """Receive input and send the newest frame until either side stops."""
 
     async def send_frames() -> None:
@@ -312,6 +357,13 @@ async def serve_player(websocket: WebSocket, player: Player, new_frame: asyncio.
             new_frame.clear()
             if player.error is not None:
                 raise BadMessage(f"the engine stopped: {player.error}")
+            for recording in player.take_finished():
+                state.recordings[recording.id] = recording
+                player.announced.append(recording.id)
+                await websocket.send_json({
+                    "type": "recording", "id": recording.id, "steps": recording.steps,
+                    "episodes": recording.episodes,
+                    "files": {name: f"api/recordings/{recording.id}/{name}" for name in recording.files()}})
             packet = player.latest
             if packet is not None and packet.seq != sent:
                 sent = packet.seq
@@ -324,9 +376,12 @@ async def serve_player(websocket: WebSocket, player: Player, new_frame: asyncio.
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect()
             msg = parse_message(message.get("text"))
-            if msg["type"] != "input":
+            if msg["type"] == "start":
                 raise BadMessage("one start message per connection")
-            player.update(parse_input(msg))
+            if msg["type"] == "record":
+                player.request_recording(parse_record(msg))
+            else:
+                player.update(parse_input(msg))
 
     tasks = [asyncio.create_task(send_frames()), asyncio.create_task(receive_input())]
     try:

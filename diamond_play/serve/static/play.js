@@ -74,7 +74,12 @@ function connect(startMessage) {
       canvas.focus();
     } else if (msg.type === "hud") {
       const shared = msg.batch > 1 ? [`one batch with ${msg.batch - 1} other player(s)`] : [];
-      $("hud").textContent = msg.lines.concat(shared).join("\n");
+      const rec = msg.recording === null ? [] : [`RECORDING ${msg.recording} steps`];
+      $("hud").textContent = msg.lines.concat(shared, rec).join("\n");
+      $("record").classList.toggle("on", msg.recording !== null);
+      $("record").textContent = msg.recording === null ? "record" : "stop recording";
+    } else if (msg.type === "recording") {
+      offerRecording(msg);
     } else if (msg.type === "full") {
       say(`server full, ${msg.playing} playing (at most ${msg.max_sessions}): try again later`);
     }
@@ -83,6 +88,23 @@ function connect(startMessage) {
     if (event.reason) say(`closed: ${event.reason}`);
     socket = null;
   };
+}
+
+function offerRecording(msg) {
+  // Links stay on the page (the server keeps the files a while); each is also downloaded at once.
+  const line = document.createElement("div");
+  const names = Object.keys(msg.files);
+  line.append(`recording: ${msg.steps} steps, ${msg.episodes} episode(s) `);
+  if (names.length === 0) line.append("(nothing was played)");
+  for (const name of names) {
+    const a = document.createElement("a");
+    a.href = msg.files[name] + location.search;
+    a.download = `diamond-play-${msg.id.slice(0, 6)}-${name}`;
+    a.textContent = name;
+    line.append(a);
+    a.click();
+  }
+  $("recordings").prepend(line);
 }
 
 function draw(bitmap) {
@@ -135,6 +157,12 @@ document.addEventListener("mousemove", (e) => {
 for (const b of document.querySelectorAll("[data-command]")) {
   b.onclick = () => { commands.push(b.dataset.command); dirty = true; send(); canvas.focus(); };
 }
+$("record").onclick = () => {
+  if (socket && socket.readyState === WebSocket.OPEN) {
+    socket.send(JSON.stringify({type: "record", on: !$("record").classList.contains("on")}));
+  }
+  canvas.focus();
+};
 $("preset").onchange = () => { if (engine) start(engine); };
 $("leave").onclick = () => {
   if (socket) socket.close();
