@@ -334,6 +334,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.kind == "train":
         bench_training(args, device)
         return
+    if args.kind == "serve":
+        bench_serving(args, device)
+        return
     if args.target is not None:
         raise UserError(f"unexpected {args.target!r}: `bench {args.kind}` takes no second word")
     modes = args.modes.split(",") if args.modes else available_execution_modes(device)
@@ -345,6 +348,33 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(format_table(results))
     if args.json:
         write_json(args.json, device, results, what)
+
+
+def bench_serving(args: argparse.Namespace, device) -> None:
+    import torch
+
+    from diamond_play.accel.modes import execution_mode_named
+    from diamond_play.bench import machine_description, write_json
+    from diamond_play.serve.bench import run_serve_bench
+    from diamond_play.weights.hub import shipped_weights_root
+
+    if args.target is not None:
+        raise UserError(f"unexpected {args.target!r}: `bench serve` takes --weights for another engine")
+    if args.modes and "," in args.modes:
+        raise UserError("bench serve runs one execution mode: give --modes one name (default: auto, as serve)")
+    mode = execution_mode_named(args.modes or "auto", torch.device(device), interactive=True)
+    weights = args.weights or shipped_weights_root() / "atari" / "Breakout"
+    try:
+        sessions = [int(n) for n in args.sessions.split(",")]
+    except ValueError:
+        raise UserError(f"--sessions {args.sessions!r}: comma-separated counts, e.g. 1,2,4") from None
+    batching = {"both": [True, False], "on": [True], "off": [False]}[args.batching]
+    print(f"serve {weights.name}: real server and WebSocket clients on 127.0.0.1, {args.fps:g} fps per session, "
+          f"{mode.name}, {args.seconds:g} s per row, key change every 0.25 s, on {machine_description(device)}",
+          flush=True)
+    results = run_serve_bench(weights, device, mode, sessions, batching, args.fps, args.seconds)
+    if args.json:
+        write_json(args.json, device, results, f"serve {weights} {mode.name} {args.fps:g} fps")
 
 
 def bench_training(args: argparse.Namespace, device) -> None:
@@ -488,10 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345, help="seed for held-out collection and sampling")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="frame latency of the play engine (bench atari|csgo) or training step time "
-                       "(bench train atari|csgo) in every execution mode")
-    p.add_argument("kind", choices=["atari", "csgo", "train"], help="atari or csgo: play-frame latency of that "
-                   "engine; train: training-step time (then name atari or csgo)")
+    p = sub.add_parser("bench", help="frame latency of the play engine (bench atari|csgo) in every execution mode, "
+                       "training step time (bench train atari|csgo), or browser play (bench serve)")
+    p.add_argument("kind", choices=["atari", "csgo", "train", "serve"], help="atari or csgo: play-frame latency of "
+                   "that engine; train: training-step time (then name atari or csgo); serve: the real server with "
+                   "WebSocket clients (fps, input-to-frame latency, encode time, bytes per frame)")
     p.add_argument("target", nargs="?", choices=["atari", "csgo"], help="after `train`: which recipe's models")
     p.add_argument("--steps", type=int, default=3, help="bench train: timed optimiser steps per phase and mode")
     p.add_argument("--batch-size", type=int, help="bench train: batch size (default: the paper's per phase)")
@@ -504,7 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "with the machine otherwise idle)")
     p.add_argument("--modes", help="comma-separated execution modes (default: all that run on the device; "
                    "eager-fp32 always runs)")
-    p.add_argument("--weights", type=Path, help="benchmark these weights instead of random ones (paper sizes)")
+    p.add_argument("--weights", type=Path, help="benchmark these weights instead of random ones (paper sizes; "
+                   "bench serve: instead of the shipped Breakout engine)")
+    p.add_argument("--sessions", default="1,2,4", help="bench serve: numbers of players at once (default 1,2,4)")
+    p.add_argument("--batching", choices=["both", "on", "off"], default="both", help="bench serve: players of "
+                   "one engine stepped as one batch, each with an engine of their own, or both (default)")
+    p.add_argument("--seconds", type=float, default=15.0, help="bench serve: measured seconds per row")
+    p.add_argument("--fps", type=float, default=10.0, help="bench serve: frames per second per player, as serve")
     p.add_argument("--json", type=Path, help="write the results as JSON")
     p.set_defaults(func=cmd_bench)
 

@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import uvicorn
-from helpers import free_port, tiny_agent
+from helpers import tiny_agent
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -27,7 +26,7 @@ from diamond_play.cli import main
 from diamond_play.data.episodes import Dataset
 from diamond_play.serve.app import ServeOptions, create_app
 from diamond_play.serve.catalog import build_catalog
-from diamond_play.serve.server import access_token, parse_engine_words
+from diamond_play.serve.server import access_token, parse_engine_words, serve_in_thread
 from diamond_play.weights.format import save_weights_dir
 
 SHIPPED_BREAKOUT = Path(__file__).resolve().parents[1] / "diamond_play" / "shipped" / "atari" / "Breakout"
@@ -38,19 +37,8 @@ def running_server(weights: list[Path], **options) -> Iterator[tuple[str, object
     """A uvicorn server in a thread on a free port: (base URL, the app's server state)."""
     opts = ServeOptions(device=torch.device("cpu"), mode=EXECUTION_MODES["eager-fp32"], seed=0, **options)
     app = create_app(build_catalog([], weights), opts)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"127.0.0.1:{port}", app.state.server
-    finally:
-        server.should_exit = True
-        thread.join(20)
+    with serve_in_thread(app) as host:
+        yield host, app.state.server
 
 
 def get_json(url: str) -> dict:
@@ -214,7 +202,8 @@ def test_bad_messages_close_only_their_socket(tiny_weights):
                           json.dumps({"type": "start", "engine": engine_id, "spawn": -3})]
             bad_inputs = [{"keys": ["w"] * 100}, {"keys": [7]}, {"keys": ["<script>"]}, {"dx": 1e9}, {"dx": "1"},
                           {"buttons": [2]}, {"commands": ["rm"]}, {"mouse": 1}, {"type": "start", "engine": engine_id},
-                          {"type": "record"}, {"type": "record", "on": 1}, {"type": "record", "on": True, "to": "/"}]
+                          {"type": "record"}, {"type": "record", "on": 1}, {"type": "record", "on": True, "to": "/"},
+                          {"id": -1}, {"id": "7"}, {"id": True}]
             for message in bad_starts:
                 with connect(f"ws://{host}/ws") as ws:
                     ws.send(message)
@@ -442,3 +431,17 @@ def test_without_batching_every_player_has_an_engine_of_their_own(tiny_weights):
                     assert hud["batch"] == 1 and image.shape[:2] == (64, 64)
             assert not state.shared.engines
             assert len({id(p.session.engine.agent) for p in state.players}) == 2
+
+
+def test_bench_serve_prints_a_row_per_session_count_and_batching(tiny_weights, tmp_path, capsys):
+    out = tmp_path / "serve.json"
+    assert main(["bench", "serve", "--weights", str(tiny_weights), "--sessions", "1,2", "--seconds", "2",
+                 "--modes", "eager-fp32", "--fps", "20", "--threads", "1", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "p50 ms" in table and "fps/session" in table
+    rows = json.loads(out.read_text())["modes"]
+    assert [(r["sessions"], r["batch"]) for r in rows] == [(1, True), (1, False), (2, True), (2, False)]
+    for r in rows:
+        assert not r["errors"] and len(r["fps"]) == r["sessions"] and min(r["fps"]) > 0
+        assert r["latency_p50_ms"] > 0 and r["kb_per_frame"] > 0 and r["encode_ms"] >= 0
+    assert rows[2]["mean_batch"] > 1  # two players on one engine share its batches

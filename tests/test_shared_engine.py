@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,32 @@ def test_a_cancelled_or_closed_seat_does_not_hang():
     with pytest.raises(Cancelled):
         other.step(0)
     assert not shared.thread.is_alive()
+
+
+def test_a_model_slower_than_the_frame_period_keeps_the_seats_in_one_batch():
+    """Two players stepping as fast as the shipped Breakout engine allows, at a pace it cannot keep (20 fps): a seat
+    just answered is waited for, so they never fall into taking turns alone."""
+    from diamond_play.weights.loading import load_agent
+
+    agent = load_agent(Path(__file__).resolve().parents[1] / "diamond_play" / "shipped" / "atari" / "Breakout")
+    shared = SharedWorldModel(agent, None, torch.device("cpu"), EAGER, capacity=2, fps=20, seed=0)
+    try:
+        seats = [shared.seat(seed=i) for i in range(2)]
+        for i, seat in enumerate(seats):
+            seat.reset(start_state(i))
+        sizes: list[list[int]] = [[], []]
+
+        def play(i: int) -> None:
+            for t in range(8):
+                seats[i].step(t % 4)
+                sizes[i].append(seats[i].last_batch_size)
+
+        threads = [threading.Thread(target=play, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert all(size == 2 for row in sizes for size in row[1:]), sizes
+        assert shared.steps <= 9
+    finally:
+        shared.close()

@@ -5,8 +5,9 @@ players for little more than the cost of one (README, "Play in a browser").
 A seat keeps its own buffers (frame stack, actions, full-res frame, reward/termination state) and its own random
 generator for its policy; a tick copies the rows of the seats that asked for a step into a world model of the batch's
 size, steps it, and copies each row back. Players keep their own pace: a tick starts as soon as every seat that
-stepped recently has asked, or `gather_s` after the first request, whichever comes first. One seat alone never
-waits, so single-player latency is what it was.
+was active recently (asked, or was answered) has asked, or `gather_s` after the first request, whichever comes
+first: seats answered together ask together, so a model slower than the frame period keeps them in one batch. One
+seat alone never waits, so single-player latency is what it was.
 
 Compiled modes compile one graph per batch size: the sizes are powers of two up to the capacity (and the capacity),
 a batch is padded up to the next one, and every size is compiled (in the background, cached on disk) before the
@@ -32,7 +33,7 @@ from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
 from diamond_play.world_model import WorldModel, WorldModelStep
 
-RECENT_PERIODS = 2.0  # a seat that has not asked for a step within this many frame periods is not waited for
+RECENT_PERIODS = 2.0  # a seat idle (not asking, not stepped) this many frame periods is not waited for
 
 
 def batchable(mode: ExecutionMode) -> bool:
@@ -94,7 +95,7 @@ class SharedWorldModel:
         self.models = {size: self._world_model(size) for size in (batch_sizes(capacity) if mode.compile else [1])}
         self.compiler = NetworkCompiler(self.models[1], [self.models[s] for s in self.models if s > 1])
         self.compiler.start()
-        self.seats: dict[Seat, float] = {}  # seat -> when it last asked for a step (or joined)
+        self.seats: dict[Seat, float] = {}  # seat -> when it last asked, was answered, or joined
         self.seat_order: dict[Seat, int] = {}  # rows are in the order seats joined: a batch's noise rows follow it
         self.joined = 0
         self.requests: list[StepRequest] = []
@@ -186,6 +187,11 @@ class SharedWorldModel:
             except BaseException as e:  # every seat in the batch reports it; the next batch tries again
                 for request in batch:
                     request.error = e
+            with self.condition:  # just answered: its player asks again at once when the model is the slower
+                answered = time.perf_counter()
+                for request in batch:
+                    if request.seat in self.seats:
+                        self.seats[request.seat] = answered
             for request in batch:
                 request.done.set()
 

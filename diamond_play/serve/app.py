@@ -2,11 +2,12 @@
 
 Protocol. The page sends JSON text messages of at most `MAX_MESSAGE_BYTES`:
 `{"type": "start", "engine": ID, "spawn": N | null, "preset": NAME | null}` once, then
-`{"type": "input", "keys": [NAME, ...], "buttons": [1 | 3, ...], "dx": INT, "dy": INT, "commands": [NAME, ...]}`
-(held keys and buttons, the mouse motion summed since the last message, app keys pressed through the page's
-buttons), and `{"type": "record", "on": true | false}` to start and stop recording. The server answers
-`{"type": "ready", "engine": {...}, "keys": [...]}`, then per shown frame a
-`{"type": "hud", ...}` text message followed by the frame as a binary JPEG message, and per finished recording
+`{"type": "input", "keys": [NAME, ...], "buttons": [1 | 3, ...], "dx": INT, "dy": INT, "commands": [NAME, ...],
+"id": INT}` (held keys and buttons, the mouse motion summed since the last message, app keys pressed through the
+page's buttons, an optional number the HUD echoes as "input" in the frames stepped with it), and
+`{"type": "record", "on": true | false}` to start and stop recording. The server answers
+`{"type": "ready", "engine": {...}, "keys": [...]}`, then per shown frame a `{"type": "hud", ...}` text message
+followed by the frame as a binary JPEG message, and per finished recording
 `{"type": "recording", "id": ID, "files": {NAME: URL}, "steps": N, "episodes": N}` (GET each URL to download it,
 within `RECORDING_KEEP_S` of leaving). A message that breaks these rules closes that socket with a reason (code
 1008); nothing else is affected.
@@ -125,7 +126,7 @@ def key_names(value: Any, what: str) -> frozenset[str]:
 
 
 def parse_input(msg: dict[str, Any]) -> PlayerInput:
-    unknown = set(msg) - {"type", "keys", "buttons", "dx", "dy", "commands"}
+    unknown = set(msg) - {"type", "keys", "buttons", "dx", "dy", "commands", "id"}
     if unknown:
         raise BadMessage(f"input: unknown fields {sorted(unknown)}")
     keys = key_names(msg.get("keys", []), "keys")
@@ -139,7 +140,11 @@ def parse_input(msg: dict[str, Any]) -> PlayerInput:
     for v in (dx, dy):
         if not isinstance(v, int) or isinstance(v, bool) or abs(v) > MAX_MOTION:
             raise BadMessage(f"dx, dy: integers within +-{MAX_MOTION}")
-    return PlayerInput(keys, frozenset(buttons), dx, dy, list(commands))
+    input_id = msg.get("id")
+    if input_id is not None and (not isinstance(input_id, int) or isinstance(input_id, bool)
+                                 or not 0 <= input_id < 2**53):
+        raise BadMessage("id: a non-negative integer")
+    return PlayerInput(keys, frozenset(buttons), dx, dy, list(commands), input_id)
 
 
 def parse_message(text: str | None) -> dict[str, Any]:

@@ -51,6 +51,9 @@ class PlayerInput:
     dx: int = 0
     dy: int = 0
     commands: list[str] = field(default_factory=list)  # app keys pressed through the page's buttons
+    input_id: int | None = None
+    """The client's number for this input, echoed in the HUD of the frames stepped with it (benchmarks time input
+    to frame with it)."""
 
 
 @dataclass
@@ -120,6 +123,9 @@ class Player:
         self.video: VideoRecorder | None = None
         self.finished: list[Recording] = []  # recordings done, not yet announced to the page
         self.announced: list[str] = []  # ids of the recordings the page was told of (the server's to remove)
+        self.applied_input: int | None = None  # the newest input id applied
+        self.frame_input: int | None = None  # the input id the shown frame was stepped with
+        self.encode_s = 0.0
         self.publish()  # the start frame, before the first step
         self.thread = threading.Thread(target=self.run, name="diamond-play player", daemon=True)
         self.thread.start()
@@ -129,7 +135,9 @@ class Player:
         with self.lock:
             pending = self.pending
             self.pending = PlayerInput(player_input.keys, player_input.buttons, pending.dx + player_input.dx,
-                                       pending.dy + player_input.dy, pending.commands + player_input.commands)
+                                       pending.dy + player_input.dy, pending.commands + player_input.commands,
+                                       player_input.input_id if player_input.input_id is not None
+                                       else pending.input_id)
         self.wake.set()
 
     def request_recording(self, on: bool) -> None:
@@ -189,6 +197,8 @@ class Player:
             self.controls.mouse_motion(new.dx, new.dy)
         for name in new.commands:
             handle_app_key(self.state, name)
+        if new.input_id is not None:
+            self.applied_input = new.input_id
         self.held = new
 
     def toggles(self) -> tuple[object, ...]:
@@ -204,7 +214,8 @@ class Player:
                 "fps": round(self.state.shown_fps(), 2),
                 "latency_ms": round(self.state.last.latency_s * 1000, 1) if self.state.last else None,
                 "batch": e.last_batch_size if isinstance(e, Seat) else 1,
-                "recording": self.recording.steps if self.recording is not None else None}
+                "recording": self.recording.steps if self.recording is not None else None,
+                "input": self.frame_input, "encode_ms": round(self.encode_s * 1000, 2)}
 
     def publish(self) -> None:
         image = compose_view(self.session.frame, self.session.real_frame, self.state.view)
@@ -213,7 +224,9 @@ class Player:
             scale = default_scale(kind, self.session.frame.shape[:2])
             self.video.write(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR
                                         if kind.smooth_scaling else cv2.INTER_NEAREST))
+        started = time.perf_counter()
         jpeg = encode_jpeg(image)
+        self.encode_s = time.perf_counter() - started
         self.seq += 1
         self.latest = FramePacket(self.seq, jpeg, self.hud())
         self.on_frame()
@@ -229,6 +242,7 @@ class Player:
                     state.reset_requested = False
                     self.publish()
                 elif (not state.paused and self.pacer.due()) or state.single_step:
+                    self.frame_input = self.applied_input
                     state.record_outcome(self.session.step(next_action(state, self.controls, None)))
                     if self.recording is not None:
                         self.recording.steps += 1

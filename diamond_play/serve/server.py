@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import secrets
+import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from diamond_play.errors import UserError
 from diamond_play.games import NAMED_GAMES
@@ -73,3 +79,28 @@ def serve(games: list[tuple[str, str | None]], weights: list[Path], host: str, p
         print(f"from another machine: ssh -L {port}:127.0.0.1:{port} THIS_HOST, then open the URL there")
     sys.stdout.flush()
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, start_timeout_s: float = 20.0) -> Iterator[str]:
+    """Run `app` on uvicorn in a thread on a free port of 127.0.0.1 (tests, `bench serve`): yields "HOST:PORT" once
+    it accepts connections, stops it on exit."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="diamond-play uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"the server did not start on 127.0.0.1:{port}")
+        time.sleep(0.02)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
