@@ -256,6 +256,35 @@ def cmd_record(args: argparse.Namespace) -> None:
     print(f"{len(dataset)} episode(s), {frames} frames in {args.out}")
 
 
+def cmd_capture(args: argparse.Namespace) -> None:
+    from diamond_play.capture.capture import CaptureOptions, capture
+    from diamond_play.capture.screen import list_windows
+
+    if args.list_windows:
+        for w in list_windows():
+            print(f"{w.title!r}: {w.rect.width}x{w.rect.height} at {w.rect.left},{w.rect.top}")
+        return
+    if args.out is None:
+        raise UserError("where to? capture --out DATASET (--window TITLE | --region X Y W H | --screen N)")
+    stats = capture(CaptureOptions(
+        out=args.out, window=args.window, region=tuple(args.region) if args.region else None, screen=args.screen,
+        fps=args.fps, resolution=tuple(args.resolution),
+        full_resolution=tuple(args.full_resolution) if args.full_resolution else None, keymap=args.keymap,
+        keys=args.keys.split(",") if args.keys else None, mouse=args.mouse, mouse_scale=args.mouse_scale,
+        seconds=args.seconds, start_key=args.start_key, episode_key=args.episode_key, stop_key=args.stop_key,
+        start_now=args.start_now, idle_s=args.idle, max_episode_s=args.max_episode_s, game=args.game))
+    print(f"{stats.frames} frames in {stats.episodes} episode(s) -> {args.out} ({stats.ended_by}; {stats.fps:.1f} "
+          f"fps, {stats.dropped} dropped, CPU {100 * stats.cpu_s / max(stats.captured_s, 1e-9):.0f}% of one core); "
+          f"check it with `diamond-play inspect {args.out}`")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from diamond_play.data.episodes import Dataset
+    from diamond_play.data.inspect import describe_dataset
+
+    print(describe_dataset(Dataset(args.dataset)))
+
+
 def cmd_play_weights(args: argparse.Namespace) -> None:
     from diamond_play.devices import resolve_device
     from diamond_play.play.engines import engine_from_weights
@@ -455,6 +484,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=15.0, help="recording rate for human play (default 15)")
     p.add_argument("--seed", type=int, default=0, help="seed for the game's start and the random policy (default 0)")
     p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("capture", help="record any game on the screen (a window, region or monitor) with the "
+                       "keyboard and mouse into a dataset")
+    p.add_argument("--out", type=Path, help="dataset folder (created, or appended to)")
+    p.add_argument("--window", metavar="TITLE", help="the window whose title contains TITLE (followed as it moves)")
+    p.add_argument("--region", type=int, nargs=4, metavar=("X", "Y", "W", "H"), help="a screen rectangle")
+    p.add_argument("--screen", type=int, metavar="N", help="a whole monitor (1 = the first)")
+    p.add_argument("--list-windows", action="store_true", help="print the window titles capture can grab")
+    p.add_argument("--fps", type=float, default=15.0, help="frames per second (default 15)")
+    p.add_argument("--resolution", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+                   help="stored frame size (default 64 64)")
+    p.add_argument("--full-resolution", type=int, nargs=2, metavar=("H", "W"), help="also store frames at this "
+                   "size, for an upsampler (e.g. 150 280)")
+    p.add_argument("--keymap", type=Path, help="YAML key map: keys: {w: 1, a: 2, w+space: 3}, default: 0")
+    p.add_argument("--keys", help="comma-separated keys to watch (e.g. w,a,s,d,space,mouse left): every "
+                   "combination seen becomes an action named after its keys")
+    p.add_argument("--mouse", choices=["none", "bins", "continuous"], default="none", help="bins: CS:GO's "
+                   "actions (its keys, clicks, binned mouse motion; train with `train csgo`); continuous: store the "
+                   "raw pointer motion beside the key actions")
+    p.add_argument("--mouse-scale", type=float, default=1.0, help="pointer pixels -> CS:GO bin units (bins)")
+    p.add_argument("--seconds", type=float, help="stop after this much captured time")
+    p.add_argument("--start-key", default="f9", help="starts and pauses capture (default f9)")
+    p.add_argument("--episode-key", default="f8", help="starts a new episode (default f8)")
+    p.add_argument("--stop-key", default="f10", help="ends the capture (default f10; Ctrl-C works too)")
+    p.add_argument("--start-now", action="store_true", help="capture at once instead of waiting for the start key")
+    p.add_argument("--idle", type=float, default=60.0, help="seconds without input that end the episode and wait "
+                   "for input (default 60; 0: never)")
+    p.add_argument("--max-episode-s", type=float, default=120.0, help="a longer episode is written and continued "
+                   "as a new one (default 120)")
+    p.add_argument("--game", help="the dataset's game name (default: from the window title)")
+    p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("inspect", help="what a dataset holds: episodes, frames, and the action histogram")
+    p.add_argument("dataset", type=Path, help="dataset folder")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("train", help="train engines and agents: `train engine` (any recorded game), `train csgo` "
                        "(DIAMOND's CS:GO engine), `train atari` (the Atari 100k loop), `train agent` (an "

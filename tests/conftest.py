@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +95,27 @@ def csgo_weights(tmp_path_factory) -> Path:
             frames=rng.integers(0, 256, (4, 30, 56, 3), dtype=np.uint8), actions=act,
             full_res_frame=rng.integers(0, 256, (150, 280, 3), dtype=np.uint8), next_actions=act))
     return save_weights_dir(tiny_agent("csgo"), root / "weights", spawn_from=root / "spawn")
+
+
+TOOLS = ("Xvfb", "xdotool", "xwininfo", "import")
+
+
+@pytest.fixture
+def xvfb_display():
+    """A virtual X server of its own (DISPLAY value); skipped, or failed in CI, where the X tools are missing."""
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} missing: CI installs xvfb, xdotool, x11-utils and imagemagick")
+        pytest.skip(f"{missing} not installed (apt-get install xvfb xdotool x11-utils imagemagick)")
+    display = f":{90 + os.getpid() % 500}"
+    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    socket = Path(f"/tmp/.X11-unix/X{display[1:]}")
+    for _ in range(100):
+        if socket.exists():
+            break
+        time.sleep(0.05)
+    yield display
+    server.terminate()
+    server.wait(timeout=10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -114,3 +116,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def find_window(env: dict, name: str, app: subprocess.Popen, timeout: float = 90.0) -> str:
+    """The id of the top-level window whose title contains `name` (SDL titles are not matched by xdotool)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and app.poll() is None:
+        tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
+        for line in tree.splitlines():
+            if f'"{name}' in line:
+                return line.split()[0]
+        time.sleep(0.2)
+    raise AssertionError(f"the window did not appear: {app.stderr.read() if app.poll() is not None else ''}")

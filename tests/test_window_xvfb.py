@@ -3,50 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
-import pytest
+from helpers import find_window
 
 from diamond_play.play.app import Renderer
-
-TOOLS = ("Xvfb", "xdotool", "xwininfo", "import")
-
-
-@pytest.fixture
-def xvfb_display():
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing} missing: CI installs xvfb, xdotool, x11-utils and imagemagick")
-        pytest.skip(f"{missing} not installed (apt-get install xvfb xdotool x11-utils imagemagick)")
-    display = f":{90 + os.getpid() % 500}"
-    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    socket = Path(f"/tmp/.X11-unix/X{display[1:]}")
-    for _ in range(100):
-        if socket.exists():
-            break
-        time.sleep(0.05)
-    yield display
-    server.terminate()
-    server.wait(timeout=10)
-
-
-def find_window(env: dict, name: str, app: subprocess.Popen, timeout: float = 90.0) -> str:
-    """The id of the top-level window whose title contains `name` (SDL titles are not matched by xdotool)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and app.poll() is None:
-        tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
-        for line in tree.splitlines():
-            if f'"{name}' in line:
-                return line.split()[0]
-        time.sleep(0.2)
-    raise AssertionError(f"the window did not appear: {app.stderr.read() if app.poll() is not None else ''}")
 
 
 def send_key(env: dict, name: str, app: subprocess.Popen, key: str) -> None:

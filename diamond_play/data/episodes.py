@@ -9,6 +9,8 @@ progress. An episode file holds, for T steps:
 - `rewards` float32 (T,), `terminations` uint8 (T,), `truncations` uint8 (T,): outcome of action t
 - optional `full_res_frames` uint8 (T, H2, W2, 3) (two-stage engines), optional `final_frame` (H, W, 3): the frame
   after the last action
+- optional (captured gameplay) `timestamps` float64 (T,): when frame t was grabbed, seconds on the capturing
+  machine's monotonic clock; `mouse_motion` float32 (T, 2): pointer motion (dx, dy) in screen pixels during step t
 - attributes: `format`, `version`, `game`, `source`, `fps`
 """
 
@@ -40,6 +42,8 @@ class Episode:
     full_res_frames: np.ndarray | None = None
     final_frame: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    timestamps: np.ndarray | None = None
+    mouse_motion: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -48,7 +52,8 @@ class Episode:
         t = len(self.frames)
         if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:
             raise UserError(f"{where}: frames must be uint8 (T, H, W, 3), got {self.frames.dtype} {self.frames.shape}")
-        for name in ("actions", "rewards", "terminations", "truncations", "full_res_frames"):
+        for name in ("actions", "rewards", "terminations", "truncations", "full_res_frames", "timestamps",
+                     "mouse_motion"):
             value = getattr(self, name)
             if value is not None and len(value) != t:
                 raise UserError(f"{where}: {name} has {len(value)} steps but frames has {t}")
@@ -70,6 +75,8 @@ class EpisodeBuilder:
         self.rewards: list[float] = []
         self.ends: list[bool] = []
         self.truncs: list[bool] = []
+        self.timestamps: list[float] = []
+        self.mouse_motion: list[tuple[float, float]] = []
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -83,10 +90,18 @@ class EpisodeBuilder:
         self.full_res = list(episode.full_res_frames) if episode.full_res_frames is not None else []
         self.rewards = [float(r) for r in episode.rewards]
         self.ends, self.truncs = [bool(e) for e in episode.terminations], [bool(t) for t in episode.truncations]
+        self.timestamps = [float(t) for t in episode.timestamps] if episode.timestamps is not None else []
+        self.mouse_motion = [tuple(m) for m in episode.mouse_motion] if episode.mouse_motion is not None else []
 
     def add(self, frame: np.ndarray, action, reward: float | None = 0.0, end: bool | None = False,
-            truncated: bool = False, full_res: np.ndarray | None = None) -> None:
+            truncated: bool = False, full_res: np.ndarray | None = None, timestamp: float | None = None,
+            mouse_motion: tuple[float, float] | None = None) -> None:
+        """`timestamp` and `mouse_motion`: captured gameplay, given for every step or none."""
         self.frames.append(frame)
+        if timestamp is not None:
+            self.timestamps.append(timestamp)
+        if mouse_motion is not None:
+            self.mouse_motion.append(mouse_motion)
         if full_res is not None:
             self.full_res.append(full_res)
         self.actions.append(action)
@@ -111,7 +126,9 @@ class EpisodeBuilder:
         episode = Episode(frames=np.stack(self.frames), actions=actions,
                           rewards=np.array(self.rewards, dtype=np.float32), terminations=np.array(self.ends),
                           truncations=np.array(truncs), full_res_frames=np.stack(self.full_res) if self.full_res
-                          else None, final_frame=final_frame, attrs=dict(self.attrs))
+                          else None, final_frame=final_frame, attrs=dict(self.attrs),
+                          timestamps=np.array(self.timestamps, dtype=np.float64) if self.timestamps else None,
+                          mouse_motion=np.array(self.mouse_motion, dtype=np.float32) if self.mouse_motion else None)
         return episode
 
 
@@ -136,6 +153,10 @@ def write_episode(path: str | Path, episode: Episode) -> Path:
                                  compression_opts=1)
             if episode.final_frame is not None:
                 f.create_dataset("final_frame", data=episode.final_frame)
+            if episode.timestamps is not None:
+                f.create_dataset("timestamps", data=episode.timestamps.astype(np.float64))
+            if episode.mouse_motion is not None:
+                f.create_dataset("mouse_motion", data=episode.mouse_motion.astype(np.float32))
             actions = episode.actions.astype(np.int64 if episode.actions.ndim == 1 else np.float32)
             f.create_dataset("actions", data=actions)
             f.create_dataset("rewards", data=episode.rewards.astype(np.float32))
@@ -169,6 +190,8 @@ def read_episode(path: str | Path) -> Episode:
                 full_res_frames=f["full_res_frames"][()] if "full_res_frames" in f else None,
                 final_frame=f["final_frame"][()] if "final_frame" in f else None,
                 attrs={k: v for k, v in f.attrs.items() if k not in ("format", "version")},
+                timestamps=f["timestamps"][()] if "timestamps" in f else None,
+                mouse_motion=f["mouse_motion"][()] if "mouse_motion" in f else None,
             )
     except (OSError, KeyError) as e:
         raise corrupt_episode(path, e) from None

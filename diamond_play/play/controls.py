@@ -183,42 +183,89 @@ def default_keymap(num_actions: int) -> dict[str, object]:
     return {"keys": keys, "default": 1 if num_actions == 3 else 0}
 
 
-class KeymapControls(Controls):
-    """A key map {"keys": {pygame key name: action}, "default": action}; the most recently pressed key wins."""
+MOUSE_BUTTON_NAMES = {1: "mouse left", 2: "mouse middle", 3: "mouse right"}  # key-map names of the buttons
+
+
+def canonical_key_name(name: str) -> str:
+    """The name pygame gives the key ("Left" and "left" are one key), or a mouse button's key-map name."""
+    if name in MOUSE_BUTTON_NAMES.values():
+        return name
+    init_windowless_display()  # key names resolve through SDL's video subsystem
+    try:
+        return pygame.key.name(pygame.key.key_code(name))
+    except ValueError:
+        raise UserError(f"key map: unknown key name {name!r} (use pygame names such as 'left', 'space', 'a', "
+                        "'left ctrl', or 'mouse left' / 'mouse right')") from None
+
+
+def split_combination(keys: str) -> list[str]:
+    """"w+space" -> ["w", "space"]; a lone "+" is the plus key."""
+    parts = keys.split("+")
+    return [keys] if not all(parts) else parts
+
+
+class KeyMap:
+    """A key map {"keys": {KEYS: action}, "default": action}: KEYS is a key name or a combination ("w+space").
+    Of the entries whose keys are all held, the one with the most keys wins, and among those the one pressed last;
+    with nothing held the action is `default`."""
 
     def __init__(self, keymap: dict, num_actions: int) -> None:
-        keys = keymap.get("keys", {})
         self.default = int(keymap.get("default", 0))
-        self.actions: dict[str, int] = {}  # by the name pygame gives the key (`pygame.key.name`)
-        init_windowless_display()  # key names resolve through SDL's video subsystem
-        for name, action in keys.items():
-            try:
-                code = pygame.key.key_code(str(name))
-            except ValueError:
-                raise UserError(f"key map: unknown key name {name!r} (use pygame names such as 'left', 'space', "
-                                "'a')") from None
+        if not 0 <= self.default < num_actions:
+            raise UserError(f"key map: default action {self.default} is outside 0..{num_actions - 1}")
+        self.entries: list[tuple[tuple[str, ...], int]] = []
+        for keys, action in keymap.get("keys", {}).items():
+            combo = tuple(canonical_key_name(k) for k in split_combination(str(keys)))
             if not 0 <= int(action) < num_actions:
-                raise UserError(f"key map: action {action} for key {name!r} is outside 0..{num_actions - 1}")
-            self.actions[pygame.key.name(code)] = int(action)  # "Left" and "left" are one key
+                raise UserError(f"key map: action {action} for {keys!r} is outside 0..{num_actions - 1}")
+            self.entries.append((combo, int(action)))
+        self.keys = {k for combo, _ in self.entries for k in combo}
+
+    def action_for(self, held: list[str]) -> int:
+        """`held`: the keys down, in the order they were pressed (oldest first)."""
+        order = {name: i for i, name in enumerate(held)}
+        best: tuple[int, int] | None = None
+        action = self.default
+        for combo, entry_action in self.entries:
+            if all(k in order for k in combo):
+                rank = (len(combo), max(order[k] for k in combo))
+                if best is None or rank > best:
+                    best, action = rank, entry_action
+        return action
+
+    def help_lines(self) -> list[str]:
+        return [f"  {' + '.join(combo):10s} action {action}" for combo, action in self.entries] + [
+            f"  (no key)   action {self.default}"]
+
+
+class KeymapControls(Controls):
+    """Keys and mouse buttons through a `KeyMap` (custom engines: recorded or captured games)."""
+
+    def __init__(self, keymap: dict, num_actions: int) -> None:
+        self.keymap = KeyMap(keymap, num_actions)
         self.held: list[str] = []
 
     def key_down(self, name: str) -> None:
-        if name in self.actions and name not in self.held:
+        if name in self.keymap.keys and name not in self.held:
             self.held.append(name)
 
     def key_up(self, name: str) -> None:
         if name in self.held:
             self.held.remove(name)
 
+    def mouse_button(self, button: int, down: bool) -> None:
+        name = MOUSE_BUTTON_NAMES.get(button)
+        if name is not None:
+            (self.key_down if down else self.key_up)(name)
+
     def action(self) -> int:
-        return self.actions[self.held[-1]] if self.held else self.default
+        return self.keymap.action_for(self.held)
 
     def release_all(self) -> None:
         self.held.clear()
 
     def help_lines(self) -> list[str]:
-        return [f"  {name:10s} action {action}" for name, action in self.actions.items()] + [
-            f"  (no key)   action {self.default}"]
+        return self.keymap.help_lines()
 
 
 def controls_for(config: WeightsConfig, mouse_multiplier: float = 10.0) -> Controls:

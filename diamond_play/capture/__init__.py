@@ -1,0 +1,1 @@
+"""Desktop capture: any window, region or monitor plus the keyboard and mouse -> a dataset (`capture.py`)."""
