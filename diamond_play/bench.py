@@ -30,6 +30,7 @@ from diamond_play.envs import csgo
 from diamond_play.errors import UserError
 from diamond_play.games import NAMED_GAMES
 from diamond_play.models.agent import Agent
+from diamond_play.threads import compute_threads
 
 
 @dataclass
@@ -57,7 +58,8 @@ def machine_description(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"{cpu} ({cpu_isa()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+    threads = max(torch.get_num_threads(), compute_threads())  # serve benches compute off the main thread
+    return f"{cpu} ({cpu_isa()}), {threads} threads, torch {torch.__version__}"
 
 
 def cpu_isa() -> str:

@@ -76,7 +76,7 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
     from diamond_play.play.session import PlaySession
 
     help_keys, fast = getattr(args, "help_keys", False), getattr(args, "fast", False)
-    use_threads(args.threads)
+    use_threads(args.threads, compute_off_main=not args.headless)  # a window steps on its StepWorker
     if not args.headless and not help_keys:
         from diamond_play.play.display import require_display
 
@@ -127,7 +127,7 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from diamond_play.serve.server import parse_engine_words, serve
 
-    use_threads(args.threads)
+    use_threads(args.threads, compute_off_main=True)  # players step on their own threads
     serve(parse_engine_words(args.words), args.weights, host=args.host, port=args.port, token=args.token,
           max_sessions=args.max_sessions, fps=args.fps, mode=args.mode, device=args.device, seed=args.seed,
           batch=not args.no_batch)
@@ -289,6 +289,7 @@ def cmd_play_weights(args: argparse.Namespace) -> None:
     from diamond_play.devices import resolve_device
     from diamond_play.play.engines import engine_from_weights
 
+    use_threads(args.threads, compute_off_main=not args.headless)  # before loading: see cmd_play
     cmd_play(args, engine_from_weights(args.weights, resolve_device(args.device)))
 
 
@@ -389,6 +390,7 @@ def bench_serving(args: argparse.Namespace, device) -> None:
 
     if args.target is not None:
         raise UserError(f"unexpected {args.target!r}: `bench serve` takes --weights for another engine")
+    use_threads(args.threads, compute_off_main=True)  # as serve: players and shared engines step on threads
     if args.modes and "," in args.modes:
         raise UserError("bench serve runs one execution mode: give --modes one name (default: auto, as serve)")
     mode = execution_mode_named(args.modes or "auto", torch.device(device), interactive=True)

@@ -23,12 +23,44 @@ def default_threads() -> int:
     return max(1, min(cores, cores - busy))
 
 
-def use_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads to `threads`, or to `default_threads()` when None or 0; returns the number."""
+_compute_threads = 1  # what `use_threads` chose, for the thread that computes
+
+
+def use_threads(threads: int | None, compute_off_main: bool = False) -> int:
+    """Choose torch's intra-op threads: `threads`, or `default_threads()` when None or 0; returns the number.
+
+    `compute_off_main`: the networks run on a worker thread (the window, serve), so this thread stays at one and the
+    worker calls `as_compute_thread`. Each thread that runs a parallel op keeps an OpenMP team of its own; with two
+    teams on the cores, OpenMP stops spinning between ops and every op pays a wake-up (docs/PERFORMANCE.md,
+    "Threads"), so only the thread that steps the world model may use several."""
     if threads is not None and threads < 0:
         raise UserError(f"--threads {threads}: pass a positive number of CPU threads (or leave it out)")
     import torch
 
-    n = threads or default_threads()
+    global _compute_threads
+    _compute_threads = threads or default_threads()
+    torch.set_num_threads(1 if compute_off_main else _compute_threads)
+    return _compute_threads
+
+
+def compute_threads() -> int:
+    """The count `use_threads` chose for the thread that computes."""
+    return _compute_threads
+
+
+def as_compute_thread(share: int = 1) -> int:
+    """Call first on the thread that will step a world model: it gets `use_threads`' count, split `share` ways
+    (several such threads at once); returns the count."""
+    import torch
+
+    n = max(1, _compute_threads // share)
     torch.set_num_threads(n)
     return n
+
+
+def as_helper_thread() -> None:
+    """Call first on a thread that touches tensors but does not step a world model (loading, compile warm-up,
+    coordination): one thread, so it never makes an OpenMP team of its own."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from diamond_play.play.controls import controls_for, read_action_file
 from diamond_play.play.display import init_window_display, init_windowless_display
 from diamond_play.play.session import Outcome, PlaySession
 from diamond_play.play.video import VideoRecorder
+from diamond_play.threads import as_compute_thread
 
 VIEWS = ("world model", "side by side", "real emulator")
 HUD_KEY = "h"
@@ -216,42 +218,63 @@ def next_action(state: AppState, controls, scripted) -> int | np.ndarray:
 
 
 class StepWorker:
-    """Runs engine steps off the UI thread so the window stays responsive while a frame is imagined."""
+    """Runs engine steps off the UI thread so the window stays responsive while a frame is imagined: one thread for
+    the whole session, the only one that computes with several CPU threads (`threads.as_compute_thread`)."""
 
     def __init__(self, session: PlaySession) -> None:
         self.session = session
         self.result: Outcome | None = None
         self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
+        self.pending: queue.Queue = queue.Queue()
+        self.busy = threading.Event()  # a step is submitted and not finished
+        self.thread = threading.Thread(target=self._run, name="diamond-play step", daemon=True)
+        self.thread.start()
 
-    @property
-    def idle(self) -> bool:
-        return self.thread is None or not self.thread.is_alive()
-
-    def submit(self, action) -> None:
-        def work() -> None:
+    def _run(self) -> None:
+        as_compute_thread()
+        while True:
+            action = self.pending.get()
+            if action is STOP:
+                return
             try:
                 self.result = self.session.step(action)
             except Cancelled:
                 pass
             except BaseException as e:  # re-raised on the UI thread
                 self.error = e
+            finally:
+                self.busy.clear()
 
-        self.thread = threading.Thread(target=work, daemon=True)
-        self.thread.start()
+    @property
+    def idle(self) -> bool:
+        return not self.busy.is_set()
+
+    def submit(self, action) -> None:
+        self.busy.set()
+        self.pending.put(action)
+
+    def wait_idle(self, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        while self.busy.is_set() and time.perf_counter() < deadline:
+            time.sleep(0.005)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Abandon the step in progress (the sampler stops at its next denoiser call) and wait for the thread."""
-        if self.thread is not None and self.thread.is_alive():
+        """Abandon the step in progress (the sampler stops at its next denoiser call) and end the thread."""
+        if self.busy.is_set():
             self.session.engine.cancel_event.set()
-            self.thread.join(timeout)
+            self.wait_idle(timeout)
             self.session.engine.cancel_event.clear()
+        self.pending.put(STOP)
+        self.thread.join(timeout)
 
     def take(self) -> Outcome | None:
         if self.error is not None:
             raise self.error
         result, self.result = self.result, None
         return result
+
+
+STOP = object()  # tells a StepWorker's thread to end
 
 
 def handle_app_key(state: AppState, key: str) -> None:
@@ -355,8 +378,7 @@ class WindowApp:
         return not state.quit
 
     def wait_idle(self, timeout: float = 60.0) -> None:
-        if self.worker.thread is not None:
-            self.worker.thread.join(timeout)
+        self.worker.wait_idle(timeout)
 
     def close(self) -> None:
         if self.opts.screenshot is not None:

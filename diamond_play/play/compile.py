@@ -26,6 +26,7 @@ from diamond_play.accel.networks import (
 )
 from diamond_play.imagine import predict_low_res, upsample_frame
 from diamond_play.models.denoiser import make_randn
+from diamond_play.threads import as_helper_thread
 from diamond_play.world_model import WorldModel
 
 
@@ -76,8 +77,12 @@ class NetworkCompiler:
         self._start_thread()
 
     def _start_thread(self) -> None:
-        self.thread = threading.Thread(target=self.run, name="diamond-play-compile", daemon=True)
+        self.thread = threading.Thread(target=self._run_in_background, name="diamond-play-compile", daemon=True)
         self.thread.start()
+
+    def _run_in_background(self) -> None:
+        as_helper_thread()  # its warm-up calls must not make a second OpenMP team beside the stepping thread's
+        self.run()
 
     def run(self) -> None:
         """The compile, in the calling thread (nothing to do unless the engine's compile was deferred)."""

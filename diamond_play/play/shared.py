@@ -31,6 +31,7 @@ from diamond_play.engine import WorldModelEngine
 from diamond_play.imagine import Cancelled
 from diamond_play.models.agent import Agent
 from diamond_play.play.compile import NetworkCompiler
+from diamond_play.threads import as_compute_thread
 from diamond_play.world_model import WorldModel, WorldModelStep
 
 RECENT_PERIODS = 2.0  # a seat idle (not asking, not stepped) this many frame periods is not waited for
@@ -176,6 +177,7 @@ class SharedWorldModel:
             return None
 
     def _run(self) -> None:
+        as_compute_thread()
         while True:
             batch = self._gather()
             if batch is None:

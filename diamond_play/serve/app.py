@@ -40,6 +40,7 @@ from diamond_play.play.session import PlaySession
 from diamond_play.play.shared import SharedWorldModel, batchable
 from diamond_play.serve.catalog import EngineEntry
 from diamond_play.serve.player import Player, PlayerInput, Recording
+from diamond_play.threads import as_helper_thread
 from diamond_play.weights.loading import load_agent
 
 MAX_MESSAGE_BYTES = 4096
@@ -172,6 +173,7 @@ def start_session(state: ServerState, msg: dict[str, Any]
                   ) -> tuple[EngineEntry, PlaySession, tuple[str, str | None] | None]:
     """The session a start message asks for, and the key of the shared engine it sits on (None: an engine of its
     own). Loads the engine: call off the event loop."""
+    as_helper_thread()  # loading is not stepping: no OpenMP team on this pool thread
     unknown = set(msg) - {"type", "engine", "spawn", "preset"}
     if unknown:
         raise BadMessage(f"start: unknown fields {sorted(unknown)}")
@@ -300,7 +302,7 @@ def create_app(catalog: list[EngineEntry], options: ServeOptions) -> FastAPI:
             new_frame = asyncio.Event()
             try:
                 player = Player(session, options.fps, lambda: loop.call_soon_threadsafe(new_frame.set),
-                                recordings=state.recordings_root)
+                                recordings=state.recordings_root, compute_share=options.max_sessions)
             except BaseException:
                 session.close()
                 raise

@@ -24,6 +24,7 @@ from diamond_play.play.controls import Controls, controls_for
 from diamond_play.play.session import PlaySession
 from diamond_play.play.shared import Seat
 from diamond_play.play.video import VideoRecorder
+from diamond_play.threads import as_compute_thread, as_helper_thread
 
 # Full-resolution colour (4:4:4): halved chroma smears pixel art's one-pixel colour rows (README, browser play).
 JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
@@ -101,13 +102,16 @@ def encode_jpeg(image: np.ndarray) -> bytes:
 class Player:
     """Owns the session: only its thread steps it. `update` and `close` are called from the server's event loop."""
 
-    def __init__(self, session: PlaySession, fps: float, on_frame: Callable[[], None], recordings: Path) -> None:
-        """`recordings`: the folder recordings are made in, one subfolder each."""
+    def __init__(self, session: PlaySession, fps: float, on_frame: Callable[[], None], recordings: Path,
+                 compute_share: int = 1) -> None:
+        """`recordings`: the folder recordings are made in, one subfolder each. `compute_share`: how many players
+        may compute at once (an engine of its own splits the CPU threads that many ways)."""
         self.session = session
         self.state = AppState(session, PlayOptions(fps=fps, actions="human"))
         self.controls: Controls = controls_for(session.engine.config)
         self.on_frame = on_frame
         self.fps = fps
+        self.compute_share = compute_share
         self.pacer = Pacer(fps)
         self.lock = threading.Lock()
         self.pending = PlayerInput()
@@ -232,6 +236,10 @@ class Player:
         self.on_frame()
 
     def run(self) -> None:
+        if isinstance(self.session.engine, Seat):
+            as_helper_thread()  # the shared engine's thread computes
+        else:
+            as_compute_thread(share=self.compute_share)
         state = self.state
         try:
             while not self.stop.is_set():
