@@ -203,6 +203,10 @@ def test_capture_csgo_actions_with_mouse_bins(game, tmp_path):
     assert abs(episode.timestamps[moves[0][0]] - moved) < 0.2
     w_frames = [i for i, a in enumerate(decoded) if "w" in a.keys]
     assert w_frames and abs(episode.timestamps[w_frames[0]] - w_down) < 0.2
+    run = tmp_path / "fps_run"  # CS:GO's recipe takes it: dynamics at 30 x 56, upsampler to the full frames
+    assert main(["train", "csgo", "--data", str(data), "--out", str(run), "--preset", "tiny", "epochs=1",
+                 "steps_per_epoch=1", "upsampler_steps_per_epoch=1", "batch_size=2", "upsampler_batch_size=2"]) == 0
+    assert main(["play", "--weights", str(run), "--headless", "--frames", "2", "--actions", "random"]) == 0
 
 
 @needs_capture_extra
