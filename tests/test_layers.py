@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "diamond_play"
 LAYER = {  # higher imports lower, never the other way
     "cli": 9, "__main__": 9, "serve": 8.5,
-    "__init__": 8, "play": 8, "train": 8, "evaluate": 8, "bench": 8, "world_model_env": 8,
+    "__init__": 8, "play": 8, "capture": 8, "train": 8, "evaluate": 8, "bench": 8, "world_model_env": 8,
     "engine": 6.5, "world_model": 6, "games": 6, "accel": 5, "imagine": 4, "weights": 3, "models": 2, "sampling": 2,
     "data": 1,
     "config": 0.5, "envs": 0.4, "frames": 0, "devices": 0, "errors": 0, "threads": 0,
