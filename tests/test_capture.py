@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -223,6 +224,18 @@ def test_a_window_closing_mid_capture_ends_it_and_keeps_the_episode(game, tmp_pa
     assert "the window closed" in out
     dataset = Dataset(data)
     assert len(dataset) == 1 and len(dataset[0]) >= 5 and dataset.info.action_names[:2] == ["none", "d"]
+
+
+@needs_capture_extra
+def test_ctrl_c_ends_the_capture_and_keeps_what_was_captured(game, tmp_path):
+    env, _, _ = game
+    data = tmp_path / "interrupted"
+    capture = start_capture(env, "--out", str(data), "--keys", "w,a,s,d", "--start-now")
+    time.sleep(1.0)
+    capture.send_signal(signal.SIGINT)
+    out, err = capture.communicate(timeout=30)
+    assert capture.returncode == 0, err
+    assert "Ctrl-C" in out and len(Dataset(data)) == 1 and len(Dataset(data)[0]) >= 5
 
 
 @needs_capture_extra
