@@ -94,8 +94,10 @@ def xdo(env: dict, *args: str) -> float:
 
 
 def start_capture(env: dict, *args: str) -> subprocess.Popen:
+    # Ctrl-C reaches it even where the test runner was started in the background (SIGINT ignored, and inherited).
     proc = subprocess.Popen([sys.executable, "-m", "diamond_play", "capture", "--window", "capture test game",
-                             "--fps", "10", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--fps", "10", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # its status line says when it listens
         line = proc.stderr.readline()
@@ -236,6 +238,12 @@ def test_ctrl_c_ends_the_capture_and_keeps_what_was_captured(game, tmp_path):
     out, err = capture.communicate(timeout=30)
     assert capture.returncode == 0, err
     assert "Ctrl-C" in out and len(Dataset(data)) == 1 and len(Dataset(data)[0]) >= 5
+    capture = start_capture(env, "--out", str(data), "--keys", "w,a,s,d", "--start-now")  # appends
+    time.sleep(1.0)
+    capture.terminate()  # SIGTERM (a service manager, `kill`) ends it as cleanly
+    out, err = capture.communicate(timeout=30)
+    assert capture.returncode == 0, err
+    assert "terminated" in out and len(Dataset(data)) == 2
 
 
 @needs_capture_extra

@@ -13,6 +13,7 @@ the episode in progress, which is written at once as its own file (atomic), so a
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import threading
 import time
@@ -86,6 +87,14 @@ class CaptureStats:
     @property
     def fps(self) -> float:
         return self.frames / self.captured_s if self.captured_s else 0.0
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: end as Ctrl-C does, keeping what was captured."""
+
+
+def stop_on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 class Hotkeys:
@@ -229,6 +238,7 @@ class Capture:
         print(f"capture {self.grabber.name} -> {self.dataset.root} at {opts.fps:g} fps, "
               f"{opts.resolution[0]}x{opts.resolution[1]}: {keys}", file=sys.stderr, flush=True)
         cpu0, last_status = time.process_time(), 0.0
+        previous_term = signal.signal(signal.SIGTERM, stop_on_sigterm)
         next_tick = time.monotonic()
         try:
             while True:
@@ -286,7 +296,11 @@ class Capture:
         except KeyboardInterrupt:
             self.stats.ended_by = "Ctrl-C"
             return self.stats
+        except Terminated:
+            self.stats.ended_by = "terminated"
+            return self.stats
         finally:
+            signal.signal(signal.SIGTERM, previous_term)
             self.end_episode()
             self.stats.cpu_s = time.process_time() - cpu0
             print("\r" + self.status("done"), file=sys.stderr, flush=True)
