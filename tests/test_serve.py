@@ -348,7 +348,8 @@ def test_a_real_browser_plays_breakout_and_a_csgo_engine(csgo_weights, tmp_path)
             record.click()
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recordings a")) == 2)
             links = {a.text: a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#recordings a")}
-            assert set(links) == {"play.mp4", "dataset.zip"} and "RECORDING" not in hud.text
+            assert set(links) == {"play.mp4", "dataset.zip"}
+            wait.until(lambda d: "RECORDING" not in hud.text)  # with the next frame's HUD
 
             driver.find_element(By.ID, "leave").click()
             wait.until(lambda d: d.find_element(By.ID, "engines").find_elements(By.TAG_NAME, "button"))
