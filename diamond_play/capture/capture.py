@@ -181,6 +181,7 @@ class Capture:
             full_res_size=list(opts.full_resolution) if opts.full_resolution else None,
             source="diamond-play capture", keymap=self.source.keymap)
         self.dataset = Dataset(opts.out, self.info)
+        self.bytes_on_disk = sum(p.stat().st_size for p in self.dataset.episode_paths())  # grows per append
         self.stats = CaptureStats(episodes=0)
         self.builder = self.new_builder()
         self.previous: tuple[float, np.ndarray, np.ndarray | None] | None = None  # (time, frame, full-res frame)
@@ -219,16 +220,13 @@ class Capture:
             self.info.num_actions, self.info.action_names = self.source.num_actions, self.source.names
             self.info.keymap = self.source.keymap
             write_text_atomically(self.dataset.root / Dataset.INFO_FILE, dump_yaml(self.info))
-        self.dataset.append(episode)
+        self.bytes_on_disk += self.dataset.append(episode).stat().st_size
         self.stats.episodes += 1
-
-    def disk_mb(self) -> float:
-        return sum(p.stat().st_size for p in self.dataset.episode_paths()) / 2**20
 
     def status(self, state: str) -> str:
         return (f"capture {self.grabber.name}: {state} | {self.stats.fps:.1f} fps | dropped "
                 f"{self.stats.dropped} | episode {self.stats.episodes + 1}, {len(self.builder)} frames | "
-                f"{self.stats.frames} frames in all | {self.disk_mb():.1f} MB written")
+                f"{self.stats.frames} frames in all | {self.bytes_on_disk / 2**20:.1f} MB written")
 
     def run(self) -> CaptureStats:
         opts, period = self.opts, 1.0 / self.opts.fps
