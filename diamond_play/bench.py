@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from diamond_play.config import (
     SamplingConfig,
 )
 from diamond_play.data.spawns import StartState
+from diamond_play.devices import cpu_isa
 from diamond_play.engine import WorldModelEngine
 from diamond_play.envs import csgo
 from diamond_play.errors import UserError
@@ -60,24 +60,6 @@ def machine_description(device: torch.device) -> str:
         pass
     threads = max(torch.get_num_threads(), compute_threads())  # serve benches compute off the main thread
     return f"{cpu} ({cpu_isa()}), {threads} threads, torch {torch.__version__}"
-
-
-def cpu_isa() -> str:
-    """The vector ISA the CPU kernels use: the hardware's best level (AMX, AVX-512 bf16, AVX-512, AVX2), ATen's kernel
-    capability (ATEN_CPU_CAPABILITY can lower it) and oneDNN's cap when ONEDNN_MAX_CPU_ISA sets one."""
-    cpu = torch.cpu
-    if cpu._is_amx_tile_supported():
-        level = "AMX"
-    elif cpu._is_avx512_bf16_supported():
-        level = "AVX-512 bf16"
-    elif cpu._is_avx512_supported():
-        level = "AVX-512"
-    elif cpu._is_avx2_supported():
-        level = "AVX2"
-    else:
-        level = "no AVX2"
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
-    return f"{level}; ATen {torch.backends.cpu.get_cpu_capability()}" + (f"; oneDNN <= {onednn}" if onednn else "")
 
 
 def random_agent(kind: str) -> Agent:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from diamond_play.errors import UserError
@@ -18,3 +20,21 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     if name == "cuda" and local_rank is not None:
         name = f"cuda:{local_rank}"
     return torch.device(name)
+
+
+def cpu_isa() -> str:
+    """The vector ISA the CPU kernels use: the hardware's best level (AMX, AVX-512 bf16, AVX-512, AVX2), ATen's kernel
+    capability (ATEN_CPU_CAPABILITY can lower it) and oneDNN's cap when ONEDNN_MAX_CPU_ISA sets one."""
+    cpu = torch.cpu
+    if cpu._is_amx_tile_supported():
+        level = "AMX"
+    elif cpu._is_avx512_bf16_supported():
+        level = "AVX-512 bf16"
+    elif cpu._is_avx512_supported():
+        level = "AVX-512"
+    elif cpu._is_avx2_supported():
+        level = "AVX2"
+    else:
+        level = "no AVX2"
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return f"{level}; ATen {torch.backends.cpu.get_cpu_capability()}" + (f"; oneDNN <= {onednn}" if onednn else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -171,3 +172,26 @@ def test_cuda_graph_modes_refuse_a_cpu_with_what_to_use(atari_weights, capsys):
     assert main(["bench", "atari", "--weights", str(atari_weights), "--modes", "graph-bf16-cl", "--device",
                  "cpu"]) == 2
     assert "compiled-bf16-cl" in capsys.readouterr().err
+
+
+def test_auto_mode_on_a_cpu_follows_the_measured_bf16_speed():
+    from diamond_play.accel.modes import BF16_MIN_SPEEDUP, cpu_bf16_speedup, default_execution_mode
+
+    cpu = torch.device("cpu")
+    bf16_fast = cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+    assert default_execution_mode(cpu).name == ("eager-bf16-cl" if bf16_fast else "eager-fp32")
+    assert default_execution_mode(cpu, interactive=True).name == ("compiled-bf16-cl" if bf16_fast else "compiled-fp32")
+
+
+def test_auto_mode_picks_fp32_where_bf16_is_only_emulated():
+    """With oneDNN held to AVX-512 without bf16 instructions (Skylake to Ice Lake servers; any CPU with less), bf16
+    convolutions are emulated and slower: auto must not pick a bf16 mode there."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from diamond_play.accel.modes import cpu_bf16_speedup, default_execution_mode as d; "
+            "print(f'{cpu_bf16_speedup():.2f}', d(torch.device('cpu')).name, d(torch.device('cpu'), True).name)")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    speedup, headless, window = out.split()
+    assert float(speedup) < 1 and (headless, window) == ("eager-fp32", "compiled-fp32"), out

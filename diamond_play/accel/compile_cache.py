@@ -1,19 +1,17 @@
 """Networks compiled ahead of time for play, kept on disk so that the next start loads them in milliseconds.
 
-`torch.compile` with inductor freezing (weights folded into the kernels, oneDNN weight prepacking) gives the fast
-CPU modes, but freezing turns off inductor's own graph cache: every start re-traced and re-generated the code, a
-minute on a 2-core machine even when nothing had changed, and the tracing thread held the GIL so tightly that
-eager play beside it fell below 1 fps. Here the same inductor kernels are built once with AOTInductor
-(`torch.export` + `aoti_compile_and_package`) into a `.pt2` package, keyed by everything that decides them, and
-loaded from disk afterwards.
+`torch.compile` in the playing process re-traced and re-generated the code on every start (a minute on a 2-core
+machine), and its tracing thread held the GIL so tightly that eager play beside it fell below 1 fps. Here the
+inductor kernels are built once with AOTInductor (`torch.export` + `aoti_compile_and_package`) into a `.pt2`
+package, keyed by everything that decides them, and loaded from disk afterwards. The weights are constants of the
+package; GPU builds (opt-in, the execution mode's `gpu_compiler="aoti"`) are loaded single-threaded, so that a
+whole-frame CUDA graph can capture them.
 
-CPU builds freeze the weights into the kernels; GPU builds (opt-in, the execution mode's `gpu_compiler="aoti"`) keep
-torch.compile's GPU settings and are loaded single-threaded, so that a whole-frame CUDA graph can capture them.
-
-The key covers the torch version and the device (CPU capability, or GPU name, compute capability and CUDA
-version), the model code (`models/`, `config.py`, the inference rewrites in `accel/inference.py`), the model's config,
-the weights' bytes (freezing bakes them in), the autocast state of the first call and the shapes, strides and
-dtypes of its inputs. A call with another input layout builds (or loads) its own package.
+The key covers the torch version and the device (the CPU's vector ISA with any oneDNN cap, or GPU name, compute
+capability and CUDA version), the model code (`models/`, `config.py`, the inference rewrites in
+`accel/inference.py`), the model's config, the bytes of every weight and buffer (the package holds them), the
+autocast state of the first call and the shapes, strides and dtypes of its inputs. A call with another input
+layout builds (or loads) its own package.
 
 The export (seconds) runs in the calling process; inductor's code generation and C++ compilation (a minute or
 more) run in a child process (`python -m diamond_play.accel.compile_cache PROGRAM PACKAGE`), so a build in the
@@ -41,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from diamond_play.devices import cpu_isa
 from diamond_play.weights.hub import diamond_play_home
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # diamond_play/
@@ -76,8 +75,9 @@ def input_signature(args: tuple[Any, ...]) -> str:
 
 
 def weights_digest(module: nn.Module) -> str:
+    """Every parameter and buffer, non-persistent ones included (the inference rewrites' fused weights)."""
     digest = hashlib.sha256()
-    for name, t in module.state_dict(keep_vars=False).items():
+    for name, t in (*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)):
         digest.update(f"{name}:{_tensor_layout(t)}".encode())
         digest.update(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -96,7 +96,7 @@ def device_key(device: torch.device) -> str:
     """What decides the generated kernels besides the model: the CPU's vector ISA or the GPU and its toolkit."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}|{torch.cuda.get_device_capability(device)}|{torch.version.cuda}"
-    return torch.backends.cpu.get_cpu_capability()
+    return cpu_isa()  # with oneDNN's cap: the frozen convolutions' weights are prepacked for the ISA it allows
 
 
 def load_package(path: Path, device: torch.device) -> Callable[..., Any]:
@@ -151,8 +151,7 @@ def _prune(cache_dir: Path, budget: int = CACHE_BYTES) -> None:
 
 
 class AOTCompiled:
-    """`owner.method` compiled by AOTInductor for inference on the owner's device (CPU: with freezing), cached
-    on disk.
+    """`owner.method` compiled by AOTInductor for inference on the owner's device, cached on disk.
 
     The first call with a new input layout loads the matching package, or exports and compiles one (about a
     minute for the Atari U-Net on 2 cores) and writes it atomically; later calls run the loaded kernels."""
@@ -242,13 +241,11 @@ class AOTCompiled:
 
 
 def compile_exported_program(program_file: Path, package_file: Path, device_type: str = "cpu") -> None:
-    """The child process's work: inductor over an exported program. On CPUs with freezing (weights folded and
-    prepacked for oneDNN); on GPUs with torch.compile's default settings, whose kernels the GPU figures measure."""
-    import torch._inductor.config as inductor_config
-
+    """The child process's work: inductor over an exported program, with torch.compile's default settings. The
+    weights stay plain constants of the package: inductor's freezing (oneDNN-prepacked weights, convolutions
+    fused with their pointwise neighbours) was measured no faster on CPUs (docs/PERFORMANCE.md)."""
     program = torch.export.load(program_file)
-    with inductor_config.patch(freezing=device_type == "cpu"):
-        torch._inductor.aoti_compile_and_package(program, package_path=str(package_file))
+    torch._inductor.aoti_compile_and_package(program, package_path=str(package_file))
 
 
 if __name__ == "__main__":

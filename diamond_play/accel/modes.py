@@ -9,12 +9,15 @@ DIAMOND_PLAY_INDUCTOR_MODE (a torch.compile mode) and DIAMOND_PLAY_CUDNN_BENCHMA
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import threading
 from dataclasses import dataclass, field
 
 import torch
 
 from diamond_play.errors import UserError
+from diamond_play.threads import as_helper_thread
 
 
 def _env(name: str, default: str) -> str:
@@ -99,18 +102,61 @@ def check_execution_mode(mode: ExecutionMode, device: torch.device) -> None:
                         f"{', '.join(available_execution_modes(device))}")
 
 
+def time_convolution(dtype: torch.dtype, repeats: int = 5) -> float:
+    """Seconds for one 3×3 convolution of the Atari U-Net's widest shape (64 → 64 channels on a 64×64 map,
+    batch 1, channels-last) in `dtype` on this thread: the best of `repeats` after two warm-up calls."""
+    import time
+
+    x = torch.randn(1, 64, 64, 64).to(dtype=dtype, memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
+    best = float("inf")
+    with torch.no_grad():
+        for i in range(repeats + 2):
+            started = time.perf_counter()
+            conv(x)
+            if i >= 2:
+                best = min(best, time.perf_counter() - started)
+    return best
+
+
+BF16_MIN_SPEEDUP = 1.2  # bf16 modes also round: they are chosen only where they are clearly faster
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
+    """How much faster this CPU runs the U-Net's convolutions in bf16 than in fp32 (one thread; timed once per
+    process, under 0.3 s). AMX and AMD's AVX-512 bf16 cores are several times faster in bf16; Intel's AVX-512
+    bf16 without AMX was slower than fp32, and CPUs without bf16 instructions (AVX-512 without bf16, AVX2) only
+    emulate it, 4-10× slower (docs/PERFORMANCE.md has the figures)."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return 0.0
+    timings: dict[torch.dtype, float] = {}
+
+    def probe() -> None:
+        as_helper_thread()  # a thread of its own at one thread: the caller's OpenMP team stays as it is
+        timings[torch.float32] = time_convolution(torch.float32)
+        timings[torch.bfloat16] = time_convolution(torch.bfloat16)
+
+    thread = threading.Thread(target=probe, name="diamond-play-bf16-probe")
+    thread.start()
+    thread.join()
+    return timings[torch.float32] / timings[torch.bfloat16]
+
+
 def default_execution_mode(device: torch.device, interactive: bool = False) -> ExecutionMode:
-    """bf16 + channels_last where the hardware runs bf16 natively; eager fp32 elsewhere. On bf16 GPUs the whole
-    frame is also replayed as one CUDA graph (eager play there is bound by kernel launches, and a capture takes
-    seconds, not a compile's minute). On bf16 CPUs, `interactive` play (a window) takes the compiled mode: it
-    starts eagerly, compiles in the background (once; later starts load the cached compile in seconds) and runs
-    faster after. Not for headless runs: the switch point depends on timing, so a seed would no longer reproduce
-    them exactly. The README's performance section has the figures."""
+    """bf16 + channels_last where the hardware runs bf16 fast; fp32 elsewhere. On bf16 GPUs the whole frame is
+    also replayed as one CUDA graph (eager play there is bound by kernel launches, and a capture takes seconds,
+    not a compile's minute). On CPUs the choice is measured (`cpu_bf16_speedup`), and `interactive` play (a
+    window, serve) takes the compiled variant: it starts eagerly, compiles in the background (once; later starts
+    load the cached compile in seconds) and runs faster after. Not for headless runs: the switch point depends on
+    timing, so a seed would no longer reproduce them exactly. docs/PERFORMANCE.md has the figures."""
     if device.type == "cuda":
         return EXECUTION_MODES["graph-bf16-cl"] if torch.cuda.is_bf16_supported() else EXECUTION_MODES["eager-fp32"]
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type != "cpu":
+        return EXECUTION_MODES["eager-fp32"]
+    if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP:
         return EXECUTION_MODES["compiled-bf16-cl" if interactive else "eager-bf16-cl"]
-    return EXECUTION_MODES["eager-fp32"]
+    return EXECUTION_MODES["compiled-fp32" if interactive else "eager-fp32"]
 
 
 def execution_mode_named(name: str, device: torch.device, interactive: bool = False) -> ExecutionMode:
