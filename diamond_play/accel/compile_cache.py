@@ -96,7 +96,7 @@ def device_key(device: torch.device) -> str:
     """What decides the generated kernels besides the model: the CPU's vector ISA or the GPU and its toolkit."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}|{torch.cuda.get_device_capability(device)}|{torch.version.cuda}"
-    return cpu_isa()  # with oneDNN's cap: the frozen convolutions' weights are prepacked for the ISA it allows
+    return cpu_isa()  # the hardware level picks inductor's vector code (AMX or AVX-512), ATen's capability lowers it
 
 
 def load_package(path: Path, device: torch.device) -> Callable[..., Any]:
@@ -225,8 +225,7 @@ class AOTCompiled:
                 if self._cancelled:
                     raise CompileCancelled("compilation cancelled")
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "diamond_play.accel.compile_cache", str(program_file), str(package_file),
-                     device_type],
+                    [sys.executable, "-m", "diamond_play.accel.compile_cache", str(program_file), str(package_file)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             _, err = self._process.communicate()
             returncode, self._process = self._process.returncode, None
@@ -240,7 +239,7 @@ class AOTCompiled:
         _prune(path.parent)
 
 
-def compile_exported_program(program_file: Path, package_file: Path, device_type: str = "cpu") -> None:
+def compile_exported_program(program_file: Path, package_file: Path) -> None:
     """The child process's work: inductor over an exported program, with torch.compile's default settings. The
     weights stay plain constants of the package: inductor's freezing (oneDNN-prepacked weights, convolutions
     fused with their pointwise neighbours) was measured no faster on CPUs (docs/PERFORMANCE.md)."""
@@ -249,6 +248,6 @@ def compile_exported_program(program_file: Path, package_file: Path, device_type
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
-        sys.exit("usage: python -m diamond_play.accel.compile_cache PROGRAM.pt2 PACKAGE.pt2 [cpu|cuda]")
-    compile_exported_program(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:])
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m diamond_play.accel.compile_cache PROGRAM.pt2 PACKAGE.pt2")
+    compile_exported_program(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -36,7 +37,7 @@ class ExecutionMode:
     channels_last: bool = False
     """NHWC memory layout for the convolutions."""
     compile: bool = False
-    """Inductor kernels for the networks (CPU: AOTInductor with frozen weights, cached on disk)."""
+    """Inductor kernels for the networks (CPU: AOTInductor packages, cached on disk)."""
     inference_kernels: bool = False
     """Inference-only rewrites of the reference modules: one matmul for all the adaptive norms' scales/shifts per
     network call; GroupNorm as a per-channel affine from parallel statistics (GPUs); the reward/termination LSTM as
@@ -105,8 +106,6 @@ def check_execution_mode(mode: ExecutionMode, device: torch.device) -> None:
 def time_convolution(dtype: torch.dtype, repeats: int = 5) -> float:
     """Seconds for one 3×3 convolution of the Atari U-Net's widest shape (64 → 64 channels on a 64×64 map,
     batch 1, channels-last) in `dtype` on this thread: the best of `repeats` after two warm-up calls."""
-    import time
-
     x = torch.randn(1, 64, 64, 64).to(dtype=dtype, memory_format=torch.channels_last)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
     best = float("inf")
