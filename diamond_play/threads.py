@@ -35,12 +35,20 @@ def use_threads(threads: int | None, compute_off_main: bool = False) -> int:
     "Threads"), so only the thread that steps the world model may use several."""
     if threads is not None and threads < 0:
         raise UserError(f"--threads {threads}: pass a positive number of CPU threads (or leave it out)")
-    import torch
-
     global _compute_threads
     _compute_threads = threads or default_threads()
-    torch.set_num_threads(1 if compute_off_main else _compute_threads)
+    set_thread_count(1 if compute_off_main else _compute_threads)
     return _compute_threads
+
+
+def set_thread_count(n: int) -> None:
+    """torch.set_num_threads(n) for the calling thread, made to last. A thread takes the process-wide count (the
+    last `set_num_threads` on any thread) at its first parallel op, over what it set itself: asking for the count
+    first makes that happen now."""
+    import torch
+
+    torch.get_num_threads()
+    torch.set_num_threads(n)
 
 
 def compute_threads() -> int:
@@ -51,16 +59,12 @@ def compute_threads() -> int:
 def as_compute_thread(share: int = 1) -> int:
     """Call first on the thread that will step a world model: it gets `use_threads`' count, split `share` ways
     (several such threads at once); returns the count."""
-    import torch
-
     n = max(1, _compute_threads // share)
-    torch.set_num_threads(n)
+    set_thread_count(n)
     return n
 
 
 def as_helper_thread() -> None:
     """Call first on a thread that touches tensors but does not step a world model (loading, compile warm-up,
     coordination): one thread, so it never makes an OpenMP team of its own."""
-    import torch
-
-    torch.set_num_threads(1)
+    set_thread_count(1)
