@@ -159,7 +159,7 @@ def run_play_bench(kind: str, preset: str, device: torch.device, frames: int, mo
     if "eager-fp32" not in modes:
         modes = ["eager-fp32", *modes]  # the reference every other mode is compared with
     agent = load_bench_agent(kind, weights)
-    sampling = NAMED_GAMES[kind].sampling(preset)
+    sampling = NAMED_GAMES[kind].sampling(preset, agent.config.sampling)
     results, reference = [], None
     for name in modes:
         result, first = bench_mode(agent, EXECUTION_MODES[name], sampling, device, frames, warmup)

@@ -68,8 +68,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_play(args: argparse.Namespace, agent=None) -> None:
     """`atari GAME` / `csgo` (the engine resolved by game), or `play --weights W` (`agent` already loaded)."""
-    from diamond_play.config import csgo_sampling
     from diamond_play.devices import resolve_device
+    from diamond_play.games import game_of
     from diamond_play.play.app import PlayOptions, run_headless, run_window
     from diamond_play.play.controls import AtariControls
     from diamond_play.play.engines import engine_for_game
@@ -92,9 +92,9 @@ def cmd_play(args: argparse.Namespace, agent=None) -> None:
         print("Enter reset, . pause, e step while paused, m human/policy, left/right view (world model, side by "
               "side, real emulator), up/down horizon +-10, h HUD, Esc quit")
         return
-    # CS:GO plays with the weights' sampler settings (the paper's 3 + 10 steps for imported official weights);
-    # --fast switches to the official fast preset.
-    sampling = csgo_sampling("fast") if fast else None  # `csgo --fast`
+    # The weights' sampler settings (the paper's 3 Euler steps for Atari, 3 + 10 for imported CS:GO weights);
+    # --fast switches to the fast preset.
+    sampling = game_of(agent.config).sampling("fast", agent.config.sampling) if fast else None
     opts = PlayOptions(fps=args.fps, size=args.size, headless=args.headless, frames=args.frames,
                        actions=args.actions, record=args.record, hud=not args.no_hud,
                        mouse_multiplier=getattr(args, "mouse_multiplier", 10.0), screenshot=args.screenshot)
@@ -304,6 +304,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     use_threads(args.threads)
     device = resolve_device(args.device)
     agent = load_agent(args.weights, device=device)
+    if args.fast:
+        from diamond_play.games import game_of
+
+        agent.config.sampling = game_of(agent.config).sampling("fast", agent.config.sampling)
     if args.agent:
         eval_agent(agent, args, device)
         return
@@ -371,9 +375,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise UserError(f"unexpected {args.target!r}: `bench {args.kind}` takes no second word")
     modes = args.modes.split(",") if args.modes else available_execution_modes(device)
     results = run_play_bench(args.kind, args.preset, device, args.frames, modes, args.weights)
-    from diamond_play.games import NAMED_GAMES
-
-    what = f"play {args.kind}" + (f" {args.preset}" if NAMED_GAMES[args.kind].sampling_presets else "")
+    what = f"play {args.kind} {args.preset}"
     print(f"{what}, batch 1, {args.frames} frames per mode on {machine_description(device)}")
     print(format_table(results))
     if args.json:
@@ -436,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("game", help="Atari game, e.g. Breakout")
     p.add_argument("--config", type=Path, help="official agent YAML when --weights is a .pt")
     p.add_argument("--help-keys", action="store_true", help="print the game's actions and their keys, then exit")
+    p.add_argument("--fast", action="store_true", help="fast preset: 1 Euler step per frame instead of the paper's "
+                   "3 (about twice the fps on a CPU; `eval --fast` measures how much the frames differ)")
     add_play_arguments(p)
 
     p = sub.add_parser("csgo", help="play CS:GO Dust II imagined by a world model (keyboard + mouse)")
@@ -448,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("play", help="play any engine (e.g. one trained with `train engine`) from its weights")
     p.add_argument("--spawn", type=int, help="start from this spawn point (default: a random one)")
     p.add_argument("--mouse-multiplier", type=float, default=10.0, help="mouse sensitivity (CS:GO engines)")
+    p.add_argument("--fast", action="store_true", help="fast sampler preset: 1 Euler step (CS:GO engines: the "
+                   "official 1 + 1)")
     add_play_arguments(p, weights_help="the engine to play (required): weights directory, training run or official "
                        ".pt; its stored key map, game and sampler settings apply")
     p.set_defaults(func=cmd_play_weights)
@@ -576,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", action="store_true", help="instead: play the weights' actor-critic in the real game "
                    "(Atari 100k evaluation: ε = 0, full games) and report its return")
     p.add_argument("--max-horizon", type=int, default=64, help="longest open-loop horizon (1, 4, 16, 64)")
+    p.add_argument("--fast", action="store_true", help="measure the fast sampler preset (1 Euler step; CS:GO 1 + 1) "
+                   "instead of the weights' own")
     p.add_argument("--strip", type=Path, help="PNG strip to write (and beside it STEM_reward_event.png: the first "
                    "held-out reward event); default: ~/.cache/diamond_play/eval/GAME_strip.png")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON")
@@ -594,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="bench train: batch size (default: the paper's per phase)")
     p.add_argument("--phases", help="bench train: comma-separated phases (atari: denoiser,rew_end,actor_critic; "
                    "csgo: denoiser,upsampler)")
-    p.add_argument("--preset", choices=["quality", "fast"], default="quality", help="CS:GO sampler preset")
+    p.add_argument("--preset", choices=["quality", "fast"], default="quality", help="sampler preset: quality (the "
+                   "weights' own; the paper's 3 Euler steps for Atari, 3 + 10 for CS:GO) or fast (1 step; CS:GO 1 + 1)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--frames", type=int, default=20, help="timed frames per mode (after 3 warm-up frames)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least 1; compare modes "

@@ -15,6 +15,7 @@ import numpy as np
 
 from diamond_play.config import (
     ATARI_SAMPLER,
+    FAST_DYNAMICS_STEPS,
     GAME_KINDS,
     GameKind,
     SamplingConfig,
@@ -22,6 +23,7 @@ from diamond_play.config import (
     atari_agent_config,
     csgo_agent_config,
     csgo_sampling,
+    fewer_steps,
 )
 from diamond_play.data.spawns import StartState, load_spawns
 from diamond_play.envs import csgo
@@ -104,15 +106,20 @@ class Game:
     """A kind of game whose imagined episodes start from the spawn points shipped with the weights and whose
     actions are indices (the engines trained on recorded gameplay)."""
 
-    sampling_presets: tuple[str, ...] = ()
-    """Sampler presets play, `serve` and `bench` offer for the kind (none: the weights' own settings)."""
+    sampling_presets: tuple[str, ...] = ("quality", "fast")
+    """Sampler presets play, `serve`, `bench` and `eval` offer for the kind: quality, the weights' own settings;
+    fast, the same with one Euler step (results differ from quality: `eval --fast` measures by how much)."""
 
     def __init__(self, traits: GameKind) -> None:
         self.traits = traits
 
-    def sampling(self, preset: str | None) -> SamplingConfig | None:
-        """The sampler settings of `preset`, or None for the weights' own."""
-        return None
+    def sampling(self, preset: str | None, own: SamplingConfig) -> SamplingConfig | None:
+        """The sampler settings of `preset` for weights whose own are `own`, or None for `own` itself."""
+        if preset is None or preset == "quality":
+            return None
+        if preset == "fast":
+            return fewer_steps(own, FAST_DYNAMICS_STEPS)
+        raise UserError(f"unknown sampler preset {preset!r}: use one of {', '.join(self.sampling_presets)}")
 
     def start_states(self, config: WeightsConfig, weights_path: Path | None, num_frames: int, size: int,
                      seed: int | None, spawn: int | None, rng: np.random.Generator) -> Starts:
@@ -210,7 +217,6 @@ class AtariGame(NamedGame):
 class CSGOGame(NamedGame):
     """CS:GO Dust II: starts from the official spawn points; actions are multi-hot keys, clicks and mouse bins."""
 
-    sampling_presets = ("quality", "fast")
     bench_kinds = ("csgo",)
 
     def random_action(self, num_actions: int, rng: np.random.Generator) -> np.ndarray:
@@ -236,7 +242,8 @@ class CSGOGame(NamedGame):
         return Agent(WeightsConfig(agent=csgo_agent_config(), game="csgo", kind="csgo", num_actions=csgo.NUM_ACTIONS,
                                    frame_size=[150, 280], sampling=csgo_sampling("quality")))
 
-    def sampling(self, preset: str | None) -> SamplingConfig | None:
+    def sampling(self, preset: str | None, own: SamplingConfig) -> SamplingConfig | None:
+        """The official presets (quality: the paper's 3 + 10 steps; fast: 1 + 1), whatever the weights hold."""
         return csgo_sampling(preset) if preset is not None else None
 
     def env_id(self, game: str) -> str:

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pygame
 import pytest
+import torch
 
 import diamond_play
 from diamond_play.cli import main
@@ -273,3 +274,34 @@ def test_headless_soak_keeps_memory_flat(atari_weights):
     first, last = float(np.median(samples[:10])), float(np.median(samples[-10:]))
     assert last - first < 30, f"memory grew from {first:.0f} MB to {last:.0f} MB over 2,000 frames"
     session.close()
+
+
+def test_the_fast_preset_takes_one_euler_step_per_frame_and_keeps_the_rest(atari_weights, csgo_weights):
+    from diamond_play.engine import WorldModelEngine
+    from diamond_play.games import game_of
+
+    agent = diamond_play.load_agent(atari_weights)
+    own, game = agent.config.sampling, game_of(agent.config)
+    assert game.sampling_presets == ("quality", "fast") and game.sampling("quality", own) is None
+    fast = game.sampling("fast", own)
+    assert fast.dynamics.num_steps_denoising == 1 and own.dynamics.num_steps_denoising == 3
+    assert fast.dynamics.sigma_max == own.dynamics.sigma_max and fast.dynamics.rho == own.dynamics.rho
+    with pytest.raises(UserError, match="unknown sampler preset"):
+        game.sampling("fastest", own)
+    calls = []
+    agent.denoiser.inner_model.register_forward_hook(lambda *_: calls.append(1))
+    for sampling, expected in ((None, 3), (fast, 1)):
+        engine = WorldModelEngine(agent, sampling=sampling, seed=0)
+        engine.fill(torch.zeros(1, 4, 3, 64, 64), torch.zeros(1, 4, dtype=torch.long))
+        engine.started = True
+        calls.clear()
+        engine.step(0)
+        assert len(calls) == expected
+    csgo_agent = diamond_play.load_agent(csgo_weights)  # CS:GO keeps the official presets (1 + 1 steps)
+    csgo_fast = game_of(csgo_agent.config).sampling("fast", csgo_agent.config.sampling)
+    assert (csgo_fast.dynamics.num_steps_denoising, csgo_fast.upsampler.num_steps_denoising) == (1, 1)
+
+
+def test_atari_fast_headless(atari_weights, capsys):
+    assert main(["atari", "Breakout", "--weights", str(atari_weights), "--headless", "--frames", "3", "--actions",
+                 "random", "--fast", "--mode", "eager-fp32"]) == 0, capsys.readouterr().err

@@ -187,7 +187,7 @@ def start_session(state: ServerState, msg: dict[str, Any]
     if preset is not None and preset not in game.sampling_presets:
         raise BadMessage(f"preset: null or one of {list(game.sampling_presets)}")
     opts = state.options
-    sampling = game.sampling(preset)
+    sampling = game.sampling(preset, entry.config.sampling)
     if not (opts.batch and batchable(opts.mode)):
         agent = load_agent(entry.path, device=opts.device)
         try:
