@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="official agent YAML when --weights is a .pt")
     p.add_argument("--help-keys", action="store_true", help="print the game's actions and their keys, then exit")
     p.add_argument("--fast", action="store_true", help="fast preset: 1 Euler step per frame instead of the paper's "
-                   "3 (about twice the fps on a CPU; `eval --fast` measures how much the frames differ)")
+                   "3, a third of the compute (`eval --fast` measures how much the frames differ)")
     add_play_arguments(p)
 
     p = sub.add_parser("csgo", help="play CS:GO Dust II imagined by a world model (keyboard + mouse)")

@@ -108,7 +108,8 @@ class Game:
 
     sampling_presets: tuple[str, ...] = ("quality", "fast")
     """Sampler presets play, `serve`, `bench` and `eval` offer for the kind: quality, the weights' own settings;
-    fast, the same with one Euler step (results differ from quality: `eval --fast` measures by how much)."""
+    fast, the same with one Euler step for the dynamics model (results differ from quality: `eval --fast` measures
+    by how much)."""
 
     def __init__(self, traits: GameKind) -> None:
         self.traits = traits
