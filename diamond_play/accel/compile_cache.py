@@ -4,8 +4,8 @@
 machine), and its tracing thread held the GIL so tightly that eager play beside it fell below 1 fps. Here the
 inductor kernels are built once with AOTInductor (`torch.export` + `aoti_compile_and_package`) into a `.pt2`
 package, keyed by everything that decides them, and loaded from disk afterwards. The weights are constants of the
-package; GPU builds (opt-in, the execution mode's `gpu_compiler="aoti"`) are loaded single-threaded, so that a
-whole-frame CUDA graph can capture them.
+package (on CPUs frozen: folded and prepacked for oneDNN); GPU builds (opt-in, the execution mode's
+`gpu_compiler="aoti"`) are loaded single-threaded, so that a whole-frame CUDA graph can capture them.
 
 The key covers the torch version and the device (the CPU's vector ISA with any oneDNN cap, or GPU name, compute
 capability and CUDA version), the model code (`models/`, `config.py`, the inference rewrites in
@@ -240,11 +240,15 @@ class AOTCompiled:
 
 
 def compile_exported_program(program_file: Path, package_file: Path) -> None:
-    """The child process's work: inductor over an exported program, with torch.compile's default settings. The
-    weights stay plain constants of the package: inductor's freezing (oneDNN-prepacked weights, convolutions
-    fused with their pointwise neighbours) was measured no faster on CPUs (docs/PERFORMANCE.md)."""
+    """The child process's work: inductor over an exported program. CPU builds freeze the weights (inductor folds
+    them and prepacks the convolutions' weights for oneDNN once; unfrozen, each convolution reorders its weights on
+    every call, which for CS:GO's 330M-parameter dynamics model cost more than the convolutions). Inductor freezes
+    only under no_grad. GPU builds keep torch.compile's defaults."""
     program = torch.export.load(program_file)
-    torch._inductor.aoti_compile_and_package(program, package_path=str(package_file))
+    on_cpu = all(t.device.type == "cpu" for t in program.state_dict.values())
+    with torch.no_grad():
+        torch._inductor.aoti_compile_and_package(program, package_path=str(package_file),
+                                                 inductor_configs={"freezing": on_cpu})
 
 
 if __name__ == "__main__":
