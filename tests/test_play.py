@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pygame
 import pytest
-import torch
 
 import diamond_play
 from diamond_play.cli import main
@@ -277,6 +276,7 @@ def test_headless_soak_keeps_memory_flat(atari_weights):
 
 
 def test_the_fast_preset_takes_one_euler_step_per_frame_and_keeps_the_rest(atari_weights, csgo_weights):
+    from diamond_play.bench import synthetic_start
     from diamond_play.engine import WorldModelEngine
     from diamond_play.games import game_of
 
@@ -292,8 +292,7 @@ def test_the_fast_preset_takes_one_euler_step_per_frame_and_keeps_the_rest(atari
     agent.denoiser.inner_model.register_forward_hook(lambda *_: calls.append(1))
     for sampling, expected in ((None, 3), (fast, 1)):
         engine = WorldModelEngine(agent, sampling=sampling, seed=0)
-        engine.fill(torch.zeros(1, 4, 3, 64, 64), torch.zeros(1, 4, dtype=torch.long))
-        engine.started = True
+        engine.reset(synthetic_start(engine))
         calls.clear()
         engine.step(0)
         assert len(calls) == expected

@@ -4,13 +4,13 @@ import threading
 
 import torch
 
-from diamond_play.threads import as_compute_thread, as_helper_thread, use_threads
+from diamond_play.threads import as_compute_thread, as_helper_thread, compute_threads, use_threads
 
 
 def test_a_compute_thread_keeps_its_count_when_a_helper_thread_starts_after_it():
     # torch gives a thread the process-wide count at its first parallel op: a player thread that set one thread
     # after the shared engine's thread chose two used to leave the engine computing on one.
-    main_threads = torch.get_num_threads()
+    main_threads, chosen_before = torch.get_num_threads(), compute_threads()
     use_threads(2, compute_off_main=True)
     chosen, helper_done, seen = threading.Event(), threading.Event(), {}
 
@@ -35,6 +35,7 @@ def test_a_compute_thread_keeps_its_count_when_a_helper_thread_starts_after_it()
             thread.start()
         for thread in threads:
             thread.join(30)
-    finally:
+    finally:  # leave the process as the other tests found it
+        use_threads(chosen_before)
         torch.set_num_threads(main_threads)
     assert seen == {"chosen": 2, "running": 2, "after_op": 2}
